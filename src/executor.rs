@@ -1,0 +1,1 @@
+//! The scheduler: builds a [`crate::graph::Graph`] on a rayon pool.

@@ -1,0 +1,2 @@
+//! The store: content-addressed objects, sources, derivations, logs, SQLite metadata.
+//! Owner of the store layout (`forge-store-v1`) and of `store-schema.sql`.
