@@ -1,1 +1,565 @@
-//! The scheduler: builds a [`crate::graph::Graph`] on a rayon pool.
+//! The scheduler: realises every node of a [`Graph`] on a rayon pool.
+//!
+//! For each node, in dependency order: look it up by drv hash; else, once its inputs'
+//! out hashes are known, by resolved key (early cutoff); else take the derivation's
+//! lock (another forge process may be building it), look again, and build it: stage
+//! its sources, run the sandbox (or unpack an `[import]`), register the output.
+//! A failure stops only its dependents; without `keep_going` nothing new starts.
+//!
+//! The executor never prints: it reports [`Event`]s to an [`Observer`] (the CLI).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::derivation::{Builder, Derivation, Plan};
+use crate::graph::{Graph, NodeId};
+use crate::hash::Digest;
+use crate::recipe::{Recipe, SourceKind};
+use crate::sandbox::{self, Exit, Layer, SandboxSpec};
+use crate::store::{BuildOutcome, Origin, Realisation, Registration, Store};
+use crate::{import, source};
+
+/// How to run a build.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Builds running at once (`-j`).
+    pub jobs: usize,
+    /// Keep starting independent builds after a failure.
+    pub keep_going: bool,
+    /// The forge binary, re-executed as the sandbox helper.
+    pub helper_exe: PathBuf,
+    /// Parallelism granted to each build (`$FORGE_JOBS`).
+    pub build_jobs: usize,
+}
+
+/// How a node was realised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Realised {
+    /// Built now, in the sandbox (or unpacked, for an `[import]`).
+    Built,
+    /// Already in the store under this drv hash.
+    Cached,
+    /// Already in the store under this resolved key: its inputs' contents did not change
+    /// although some input was rebuilt (early cutoff).
+    Cutoff,
+}
+
+impl Realised {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Realised::Built => "built",
+            Realised::Cached => "cached",
+            Realised::Cutoff => "cached",
+        }
+    }
+}
+
+/// The result of one node.
+#[derive(Clone, Debug)]
+pub enum NodeResult {
+    Done { out: Digest, how: Realised, duration: Duration },
+    Failed { error: String, log: Option<PathBuf> },
+    /// Not attempted: a dependency failed (named), or the run stopped after a failure.
+    Skipped { reason: String },
+}
+
+/// Progress reported while building; `node` indexes the graph.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The node's build starts (it was not found in the store).
+    Started { node: NodeId, name: &'a str, drv: &'a Digest },
+    /// Another process holds this derivation's lock; waiting for it.
+    Waiting { node: NodeId, name: &'a str },
+    /// A source download is in progress.
+    Fetching { node: NodeId, name: &'a str, file: &'a str, bytes: u64, total: Option<u64> },
+    Finished { node: NodeId, name: &'a str, drv: &'a Digest, result: &'a NodeResult },
+}
+
+/// Receives events from worker threads; implementations must be cheap and thread-safe.
+pub trait Observer: Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// The outcome of a whole run, indexed by node.
+#[derive(Debug)]
+pub struct Report {
+    pub results: Vec<NodeResult>,
+}
+
+impl Report {
+    pub fn count(&self, f: impl Fn(&NodeResult) -> bool) -> usize {
+        self.results.iter().filter(|r| f(r)).count()
+    }
+    pub fn failed(&self) -> usize {
+        self.count(|r| matches!(r, NodeResult::Failed { .. }))
+    }
+    pub fn out(&self, node: NodeId) -> Option<Digest> {
+        match &self.results[node] {
+            NodeResult::Done { out, .. } => Some(*out),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot start the build pool: {0}")]
+    Pool(String),
+}
+
+/// What the store already knows about a node, without building anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Realised under its drv hash.
+    Realised(Digest),
+    /// Realised under its resolved key (its inputs are realised and unchanged in content).
+    Cutoff(Digest),
+    /// Must be built; the reason says why.
+    ToBuild(String),
+}
+
+/// Decide each node's status from the store alone (for `--dry-run` and `forge show`).
+pub fn assess(store: &Store, graph: &Graph, plan: &Plan) -> Result<Vec<Status>, ExecError> {
+    let mut status: Vec<Option<Status>> = vec![None; graph.nodes.len()];
+    for &n in graph.topo_order() {
+        let s = if let Some(r) = store.realisation_by_drv(&plan.drv_hashes[n])? {
+            Status::Realised(r.out_hash)
+        } else {
+            let inputs = &plan.closures[n];
+            let outs: Option<Vec<Digest>> = inputs
+                .iter()
+                .map(|&i| match &status[i] {
+                    Some(Status::Realised(o)) | Some(Status::Cutoff(o)) => Some(*o),
+                    _ => None,
+                })
+                .collect();
+            match outs {
+                Some(outs) => match resolved_key(&plan.drvs[n], &outs)
+                    .and_then(|k| store.realisation_by_resolved(&k).ok().flatten())
+                {
+                    Some(r) => Status::Cutoff(r.out_hash),
+                    None => Status::ToBuild(why_build(store, &graph.nodes[n].recipe)?),
+                },
+                None => {
+                    let first = inputs
+                        .iter()
+                        .find(|&&i| matches!(status[i], Some(Status::ToBuild(_))))
+                        .map(|&i| graph.nodes[i].recipe.name.as_str())
+                        .unwrap_or("an input");
+                    Status::ToBuild(format!(
+                        "input {first} will be built (if its output is unchanged, this is skipped)"
+                    ))
+                }
+            }
+        };
+        status[n] = Some(s);
+    }
+    Ok(status.into_iter().map(|s| s.unwrap_or(Status::ToBuild(String::new()))).collect())
+}
+
+fn why_build(store: &Store, recipe: &Recipe) -> Result<String, ExecError> {
+    Ok(match store.latest_realisation_by_name(&recipe.name)? {
+        Some(_) => "its recipe or an input's content changed since it was last built".to_string(),
+        None => "never built in this store".to_string(),
+    })
+}
+
+fn resolved_key(drv: &Derivation, outs: &[Digest]) -> Option<Digest> {
+    drv.resolve(outs).ok().map(|d| d.hash())
+}
+
+/// Build every node of `graph`. Returns per-node results; a failed build is a result,
+/// not an `Err` (errors are reserved for the store itself failing).
+pub fn build(
+    store: &Store,
+    graph: &Graph,
+    plan: &Plan,
+    opts: &Options,
+    observer: &dyn Observer,
+) -> Result<Report, ExecError> {
+    let _shared = store.build_lock()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .thread_name(|i| format!("forge-build-{i}"))
+        .build()
+        .map_err(|e| ExecError::Pool(e.to_string()))?;
+
+    let n = graph.nodes.len();
+    let mut results: Vec<Option<NodeResult>> = vec![None; n];
+    let mut waiting_on: Vec<usize> = vec![0; n];
+    let mut dependents: Vec<Vec<NodeId>> = vec![Vec::new(); n];
+    for (id, node) in graph.nodes.iter().enumerate() {
+        let mut deps: Vec<NodeId> = node.build_deps.iter().chain(&node.runtime_deps).copied().collect();
+        deps.sort_unstable();
+        deps.dedup();
+        waiting_on[id] = deps.len();
+        for d in deps {
+            dependents[d].push(id);
+        }
+    }
+    // Ready nodes in topological order, so that output is stable and roughly breadth-first.
+    let position: Vec<usize> = {
+        let mut p = vec![0; n];
+        for (i, &id) in graph.topo_order().iter().enumerate() {
+            p[id] = i;
+        }
+        p
+    };
+    let mut ready: VecDeque<NodeId> = {
+        let mut r: Vec<NodeId> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+        r.sort_by_key(|&i| position[i]);
+        r.into()
+    };
+
+    let memory_budget = total_memory();
+    let mut memory_in_use: u64 = 0;
+    let mut running = 0usize;
+    let mut stopping = false;
+    let (tx, rx) = mpsc::channel::<(NodeId, NodeResult)>();
+
+    pool.in_place_scope(|scope| {
+        loop {
+            // Start whatever is ready and fits.
+            let mut deferred = VecDeque::new();
+            while !stopping && running < opts.jobs.max(1) {
+                let Some(id) = ready.pop_front() else { break };
+                let need = graph.nodes[id].recipe.requirements.memory.unwrap_or(0);
+                if running > 0 && memory_in_use + need > memory_budget {
+                    deferred.push_back(id);
+                    continue;
+                }
+                memory_in_use += need;
+                running += 1;
+                let tx = tx.clone();
+                let outs: Vec<Digest> = plan.closures[id]
+                    .iter()
+                    .map(|&i| match &results[i] {
+                        Some(NodeResult::Done { out, .. }) => *out,
+                        // Unreachable: a node starts only when its whole closure is done.
+                        _ => Digest([0; 32]),
+                    })
+                    .collect();
+                scope.spawn(move |_| {
+                    let result = realise(store, graph, plan, opts, observer, id, &outs);
+                    let _ = tx.send((id, result));
+                });
+            }
+            deferred.extend(ready.drain(..));
+            ready = deferred;
+            if running == 0 {
+                break;
+            }
+            let Ok((id, result)) = rx.recv() else { break };
+            running -= 1;
+            memory_in_use -= graph.nodes[id].recipe.requirements.memory.unwrap_or(0);
+            let name = graph.nodes[id].recipe.name.as_str();
+            observer.event(Event::Finished { node: id, name, drv: &plan.drv_hashes[id], result: &result });
+            match &result {
+                NodeResult::Done { .. } => {
+                    for &d in &dependents[id] {
+                        waiting_on[d] -= 1;
+                        if waiting_on[d] == 0 && results[d].is_none() {
+                            ready.push_back(d);
+                        }
+                    }
+                }
+                _ => {
+                    if !opts.keep_going {
+                        stopping = true;
+                    }
+                    skip_dependents(graph, plan, id, &dependents, &mut results, observer);
+                }
+            }
+            results[id] = Some(result);
+        }
+    });
+
+    let results = results
+        .into_iter()
+        .map(|r| r.unwrap_or(NodeResult::Skipped { reason: "the run stopped after a failure".into() }))
+        .collect();
+    Ok(Report { results })
+}
+
+/// Mark every transitive dependent of a failed node as skipped, naming the failure.
+fn skip_dependents(
+    graph: &Graph,
+    plan: &Plan,
+    failed: NodeId,
+    dependents: &[Vec<NodeId>],
+    results: &mut [Option<NodeResult>],
+    observer: &dyn Observer,
+) {
+    let failed_name = &graph.nodes[failed].recipe.name;
+    let mut stack: Vec<NodeId> = dependents[failed].clone();
+    while let Some(d) = stack.pop() {
+        if results[d].is_some() {
+            continue;
+        }
+        let result = NodeResult::Skipped { reason: format!("dependency {failed_name} failed") };
+        let name = graph.nodes[d].recipe.name.as_str();
+        observer.event(Event::Finished { node: d, name, drv: &plan.drv_hashes[d], result: &result });
+        results[d] = Some(result);
+        stack.extend(dependents[d].iter().copied());
+    }
+}
+
+/// Look a node up, and build it on a miss. `input_outs` are the out hashes of its closure.
+fn realise(
+    store: &Store,
+    graph: &Graph,
+    plan: &Plan,
+    opts: &Options,
+    observer: &dyn Observer,
+    id: NodeId,
+    input_outs: &[Digest],
+) -> NodeResult {
+    let started = Instant::now();
+    let done = |out, how| NodeResult::Done { out, how, duration: started.elapsed() };
+    let failed = |error: String| NodeResult::Failed { error, log: None };
+    let recipe = &graph.nodes[id].recipe;
+    let drv = &plan.drvs[id];
+    let drv_hash = plan.drv_hashes[id];
+    let resolved = match drv.resolve(input_outs) {
+        Ok(r) => r.hash(),
+        Err(e) => return failed(e.to_string()),
+    };
+
+    let lookup = || -> Result<Option<(Digest, Realised)>, crate::store::StoreError> {
+        if let Some(r) = store.realisation_by_drv(&drv_hash)? {
+            return Ok(Some((r.out_hash, Realised::Cached)));
+        }
+        if let Some(r) = store.realisation_by_resolved(&resolved)? {
+            // Same inputs by content: record drv -> out so the next lookup is direct.
+            store.add_realisation(&Realisation {
+                drv_hash,
+                resolved_key: resolved,
+                out_hash: r.out_hash,
+                name: recipe.name.clone(),
+                origin: Origin::Cutoff,
+                created_at: unix_now(),
+                duration_ms: 0,
+            })?;
+            return Ok(Some((r.out_hash, Realised::Cutoff)));
+        }
+        Ok(None)
+    };
+    match lookup() {
+        Ok(Some((out, how))) => return done(out, how),
+        Ok(None) => {}
+        Err(e) => return failed(e.to_string()),
+    }
+
+    // Miss: take the derivation's lock so that concurrent forge processes build it once.
+    let _lock = match store.try_lock_derivation(&drv_hash) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            observer.event(Event::Waiting { node: id, name: &recipe.name });
+            match store.lock_derivation(&drv_hash) {
+                Ok(lock) => lock,
+                Err(e) => return failed(e.to_string()),
+            }
+        }
+        Err(e) => return failed(e.to_string()),
+    };
+    match lookup() {
+        Ok(Some((out, how))) => return done(out, how),
+        Ok(None) => {}
+        Err(e) => return failed(e.to_string()),
+    }
+
+    observer.event(Event::Started { node: id, name: &recipe.name, drv: &drv_hash });
+    let layers: Vec<Layer> = plan.closures[id]
+        .iter()
+        .zip(input_outs)
+        .map(|(&i, out)| Layer { name: graph.nodes[i].recipe.name.clone(), path: store.object_path(out) })
+        .collect();
+    match build_one(store, recipe, drv, &drv_hash, &resolved, layers, opts, observer, id) {
+        Ok(out) => done(out, Realised::Built),
+        Err(BuildFailure { error, log }) => NodeResult::Failed { error, log },
+    }
+}
+
+struct BuildFailure {
+    error: String,
+    log: Option<PathBuf>,
+}
+
+impl<E: std::fmt::Display> From<E> for BuildFailure {
+    fn from(e: E) -> Self {
+        BuildFailure { error: e.to_string(), log: None }
+    }
+}
+
+/// Build one derivation whose lock we hold; record the attempt and its log in the store.
+#[allow(clippy::too_many_arguments)]
+fn build_one(
+    store: &Store,
+    recipe: &Recipe,
+    drv: &Derivation,
+    drv_hash: &Digest,
+    resolved: &Digest,
+    layers: Vec<Layer>,
+    opts: &Options,
+    observer: &dyn Observer,
+    id: NodeId,
+) -> Result<Digest, BuildFailure> {
+    store.put_derivation(drv_hash, &drv.name, &drv.version, &drv.canonical_bytes())?;
+    check_disk(store, recipe)?;
+    let record = store.begin_build(drv_hash, &recipe.name)?;
+    let log = record.log_path.clone();
+    let started = Instant::now();
+    let result = run_in_scratch(store, recipe, drv, layers, opts, observer, id, &log).and_then(|out_dir| {
+        let registration = Registration {
+            drv_hash: *drv_hash,
+            resolved_key: *resolved,
+            name: recipe.name.clone(),
+            origin: if matches!(drv.builder, Builder::Import { .. }) { Origin::Imported } else { Origin::Built },
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        Ok(store.register_output(&out_dir.1, &registration)?)
+    });
+    let outcome = match &result {
+        Ok(out) => BuildOutcome::Succeeded { out: *out },
+        Err(f) => BuildOutcome::Failed { reason: f.error.clone() },
+    };
+    store.finish_build(&record, &outcome)?;
+    result.map_err(|f| BuildFailure { log: Some(log), ..f })
+}
+
+/// Stage sources and run the builder in a scratch dir; returns (scratch, output dir).
+#[allow(clippy::too_many_arguments)]
+fn run_in_scratch(
+    store: &Store,
+    recipe: &Recipe,
+    drv: &Derivation,
+    layers: Vec<Layer>,
+    opts: &Options,
+    observer: &dyn Observer,
+    id: NodeId,
+    log: &Path,
+) -> Result<(crate::store::ScratchDir, PathBuf), BuildFailure> {
+    let scratch = store.scratch_dir(&recipe.name)?;
+    let sources_dir = scratch.path().join("sources");
+    std::fs::create_dir(&sources_dir)?;
+    let staged = stage_sources(store, recipe, drv, &sources_dir, scratch.path(), observer, id)?;
+    match &drv.builder {
+        Builder::Import { unpack } => {
+            let out = scratch.path().join("out");
+            std::fs::create_dir(&out)?;
+            let stats = import::import(&staged, *unpack, &out)?;
+            std::fs::write(log, format!("imported {} source(s): {:?}\n", staged.len(), stats))?;
+            Ok((scratch, out))
+        }
+        Builder::Script { shell, script } => {
+            let mut env: BTreeMap<String, String> = drv.env.clone();
+            env.insert("FORGE_JOBS".into(), opts.build_jobs.max(1).to_string());
+            let mut argv = shell.clone();
+            argv.push(script.clone());
+            let sandbox_dir = scratch.path().join("sandbox");
+            std::fs::create_dir(&sandbox_dir)?;
+            let spec = SandboxSpec {
+                helper_exe: opts.helper_exe.clone(),
+                layers,
+                sources: sources_dir,
+                scratch: sandbox_dir,
+                env,
+                argv,
+                timeout: recipe.requirements.timeout.map(Duration::from_secs),
+                log: log.to_path_buf(),
+            };
+            let outcome = sandbox::run(&spec)?;
+            match outcome.exit {
+                Exit::Success => Ok((scratch, outcome.out_dir)),
+                Exit::Failed(code) => Err(BuildFailure::from(format!("build script exited with status {code}"))),
+                Exit::Signaled(sig) => Err(BuildFailure::from(format!("build script killed by signal {sig}"))),
+                Exit::TimedOut => Err(BuildFailure::from(format!(
+                    "build exceeded its timeout of {}s ([requirements] timeout)",
+                    recipe.requirements.timeout.unwrap_or(0)
+                ))),
+            }
+        }
+    }
+}
+
+/// Make every source present and verified, and place it in `dest` under its filename.
+fn stage_sources(
+    store: &Store,
+    recipe: &Recipe,
+    drv: &Derivation,
+    dest: &Path,
+    scratch: &Path,
+    observer: &dyn Observer,
+    id: NodeId,
+) -> Result<Vec<(String, PathBuf)>, BuildFailure> {
+    let mut staged = Vec::new();
+    for (src, planned) in recipe.sources.iter().zip(&drv.sources) {
+        let target = dest.join(&src.filename);
+        match &src.kind {
+            SourceKind::File { path } => {
+                let crate::hash::Checksum::Blake3(digest) = planned.checksum else {
+                    return Err(format!("{}: planned checksum of a file source is not BLAKE3", src.at).into());
+                };
+                source::stage_local(path, &target, &digest)?;
+            }
+            SourceKind::Url { .. } | SourceKind::Deb { .. } => {
+                let checksum = &planned.checksum;
+                if !store.has_source(checksum) {
+                    let download = scratch.join(format!("fetch-{}", src.filename));
+                    let mut report = |bytes: u64, total: Option<u64>| {
+                        observer.event(Event::Fetching { node: id, name: &recipe.name, file: &src.filename, bytes, total });
+                    };
+                    source::fetch(src, &download, &mut report)
+                        .map_err(|e| format!("{} ({}): {e}", recipe.name, src.at))?;
+                    store.add_source(&download, checksum)?;
+                }
+                link_or_copy(&store.source_path(checksum), &target)?;
+            }
+        }
+        staged.push((src.filename.clone(), target));
+    }
+    Ok(staged)
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::hard_link(from, to).or_else(|_| std::fs::copy(from, to).map(|_| ()))
+}
+
+/// Refuse to start a build whose `[requirements] disk` exceeds the store's free space.
+fn check_disk(store: &Store, recipe: &Recipe) -> Result<(), BuildFailure> {
+    let Some(need) = recipe.requirements.disk else { return Ok(()) };
+    let stat = nix::sys::statvfs::statvfs(store.dir())?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if free < need {
+        return Err(format!(
+            "{} needs {} MiB of free disk ([requirements] disk) but the store's file system has {} MiB",
+            recipe.name,
+            need >> 20,
+            free >> 20
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Physical memory, the budget for `[requirements] memory` of concurrent builds.
+fn total_memory() -> u64 {
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if pages > 0 && page > 0 {
+        pages as u64 * page as u64
+    } else {
+        u64::MAX
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

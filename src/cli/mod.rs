@@ -1,6 +1,159 @@
 //! The command line: argument parsing (clap), output, exit statuses. Only this module prints.
+//!
+//! Each command is a thin file here: parse, call the library, render. Exit statuses:
+//! 0 success, 1 a build (or check) failed or the store/sandbox could not do its job,
+//! 2 bad usage or bad recipes.
+
+mod build;
+mod gc;
+mod log;
+mod progress;
+mod show;
+mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::derivation::{self, Plan};
+use crate::graph::Graph;
+use crate::recipe;
+use crate::store::{self, Store};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "forge",
+    version,
+    about = "A declarative, content-addressed build system for whole Linux systems",
+    long_about = "forge builds TOML recipes into content-addressed store objects.\n\n\
+        Each recipe is hashed into a derivation (BLAKE3); each derivation is built in a \
+        sandbox that sees only its declared inputs; outputs are kept in a store on disk \
+        and nothing is rebuilt unless the content of one of its inputs changed.\n\n\
+        Exit status: 0 success, 1 a build failed, 2 bad usage or bad recipes.",
+    after_help = "Examples:\n  forge build recipes/demo.toml\n  forge show recipes/demo.toml\n  forge log hello\n  forge gc --dry-run"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// The store directory [default: $FORGE_STORE, else $XDG_DATA_HOME/forge, else ~/.local/share/forge]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build recipes or sets (and everything they depend on)
+    Build(build::BuildArgs),
+    /// Show each node: name, version, drv hash, out hash if realised, status
+    Show(show::ShowArgs),
+    /// Print the build log of a package's latest build
+    Log(log::LogArgs),
+    /// Re-hash every store object and report any whose content changed
+    Verify(verify::VerifyArgs),
+    /// Delete store objects that no root keeps (roots: the latest result of each built set)
+    Gc(gc::GcArgs),
+}
 
 /// Entry point of the `forge` binary; returns the process exit status.
 pub fn run() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    let result = match cli.command {
+        Command::Build(args) => build::run(&cli.global, args),
+        Command::Show(args) => show::run(&cli.global, args),
+        Command::Log(args) => log::run(&cli.global, args),
+        Command::Verify(args) => verify::run(&cli.global, args),
+        Command::Gc(args) => gc::run(&cli.global, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("forge: {}", failure.message);
+            failure.code
+        }
+    }
+}
+
+/// An error at the edge: the message to print and the exit status it implies.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: i32,
+}
+
+impl Failure {
+    pub fn usage(message: impl std::fmt::Display) -> Failure {
+        Failure { message: message.to_string(), code: EXIT_USAGE }
+    }
+    pub fn failed(message: impl std::fmt::Display) -> Failure {
+        Failure { message: message.to_string(), code: EXIT_FAILED }
+    }
+}
+
+impl From<store::StoreError> for Failure {
+    fn from(e: store::StoreError) -> Self {
+        Failure::failed(e)
+    }
+}
+
+impl From<crate::executor::ExecError> for Failure {
+    fn from(e: crate::executor::ExecError) -> Self {
+        Failure::failed(e)
+    }
+}
+
+pub type CliResult = Result<i32, Failure>;
+
+impl GlobalArgs {
+    fn open_store(&self) -> Result<Store, Failure> {
+        let dir = match &self.store {
+            Some(dir) => dir.clone(),
+            None => store::default_store_dir()?,
+        };
+        Ok(Store::open(&dir)?)
+    }
+}
+
+/// Recipes loaded, resolved and hashed: everything `build` and `show` start from.
+pub struct Planned {
+    pub graph: Graph,
+    pub plan: Plan,
+}
+
+/// Load FILEs, resolve names, keep the closure of `packages` (all when empty), hash.
+/// Every recipe problem is a usage failure (exit 2) listing all errors found.
+pub fn load_and_plan(files: &[PathBuf], packages: &[String]) -> Result<Planned, Failure> {
+    let loaded = recipe::load(files).map_err(Failure::usage)?;
+    for warning in &loaded.warnings {
+        eprintln!("forge: warning: {warning}");
+    }
+    let mut graph = Graph::resolve(loaded).map_err(Failure::usage)?;
+    if !packages.is_empty() {
+        let names: Vec<&str> = packages.iter().map(String::as_str).collect();
+        graph = graph.restrict(&names).map_err(Failure::usage)?;
+    }
+    let plan = derivation::plan(&graph).map_err(Failure::usage)?;
+    Ok(Planned { graph, plan })
+}
+
+/// One JSON object per line on stdout (`--json`).
+pub fn emit_json(value: serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
 }

@@ -1,0 +1,114 @@
+//! `forge build FILE...`: plan, then realise every node (or, with `--dry-run`, say what
+//! would be built and why).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::progress::{self, Mode};
+use super::{emit_json, load_and_plan, CliResult, Failure, GlobalArgs, EXIT_FAILED, EXIT_OK};
+use crate::executor::{self, NodeResult, Options, Status};
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Recipe or set files to build
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Build only these packages (and what they depend on) out of FILEs
+    #[arg(short, long = "package", value_name = "NAME")]
+    packages: Vec<String>,
+    /// Number of builds to run at once [default: number of CPUs]
+    #[arg(short, long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Parallelism each build is granted as $FORGE_JOBS [default: number of CPUs]
+    #[arg(long, value_name = "N")]
+    build_jobs: Option<usize>,
+    /// After a failure, keep building everything that does not depend on it
+    #[arg(short, long)]
+    keep_going: bool,
+    /// Show what would be built and why, without building anything
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Print one JSON event per line on stdout instead of human-readable progress
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
+    let planned = load_and_plan(&args.files, &args.packages)?;
+    let store = global.open_store()?;
+    let (graph, plan) = (&planned.graph, &planned.plan);
+
+    if args.dry_run {
+        return dry_run(&store, &planned, args.json);
+    }
+
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let helper_exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot locate the forge binary to run the sandbox: {e}")))?;
+    let opts = Options {
+        jobs: args.jobs.unwrap_or(cpus).max(1),
+        keep_going: args.keep_going,
+        helper_exe,
+        build_jobs: args.build_jobs.unwrap_or(cpus).max(1),
+    };
+    let mode = if args.json { Mode::Json } else { progress::detect_mode() };
+    let observer = progress::Reporter::new(mode, graph.nodes.len());
+    let report = executor::build(&store, graph, plan, &opts, &observer)?;
+    observer.finish();
+
+    // Each fully built target becomes a gc root holding the outputs of its closure.
+    for target in &graph.targets {
+        let closure = graph.closure_of(&target.packages);
+        let outs: Option<Vec<_>> = closure.iter().map(|&n| report.out(n)).collect();
+        if let Some(outs) = outs {
+            let kind = if target.is_set { "set" } else { "package" };
+            store.set_root(&format!("{kind}:{}", target.name), &outs)?;
+        }
+    }
+
+    let built = report.count(|r| matches!(r, NodeResult::Done { how: executor::Realised::Built, .. }));
+    let cached = report.count(|r| matches!(r, NodeResult::Done { how, .. } if *how != executor::Realised::Built));
+    let failed = report.failed();
+    let skipped = report.count(|r| matches!(r, NodeResult::Skipped { .. }));
+    if args.json {
+        emit_json(json!({
+            "event": "summary", "built": built, "cached": cached, "substituted": 0,
+            "failed": failed, "skipped": skipped,
+        }));
+    } else {
+        progress::print_summary(graph, &report, built, cached, failed, skipped);
+    }
+    Ok(if failed > 0 || skipped > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+fn dry_run(store: &crate::store::Store, planned: &super::Planned, json: bool) -> CliResult {
+    let (graph, plan) = (&planned.graph, &planned.plan);
+    let status = executor::assess(store, graph, plan)?;
+    let mut to_build = 0;
+    for &n in graph.topo_order() {
+        let recipe = &graph.nodes[n].recipe;
+        let drv = plan.drv_hashes[n].to_hex();
+        let (state, out, reason) = match &status[n] {
+            Status::Realised(out) => ("cached", Some(out.to_hex()), None),
+            Status::Cutoff(out) => ("cached", Some(out.to_hex()), Some("inputs unchanged in content")),
+            Status::ToBuild(why) => {
+                to_build += 1;
+                ("to build", None, Some(why.as_str()))
+            }
+        };
+        if json {
+            emit_json(json!({"event": "plan", "name": recipe.name, "version": recipe.version,
+                "drv": drv, "out": out, "status": state, "reason": reason}));
+        } else if let Status::ToBuild(why) = &status[n] {
+            println!("would build {} {} ({}): {why}", recipe.name, recipe.version, &drv[..12]);
+        }
+    }
+    if json {
+        emit_json(json!({"event": "summary", "to_build": to_build, "cached": graph.nodes.len() - to_build}));
+    } else {
+        println!("{to_build} to build, {} already in the store", graph.nodes.len() - to_build);
+    }
+    Ok(EXIT_OK)
+}

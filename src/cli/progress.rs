@@ -1,0 +1,215 @@
+//! Build progress: a live display on a terminal, plain lines otherwise, JSON events
+//! with `--json`. Implements the executor's [`Observer`].
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use super::emit_json;
+use crate::executor::{Event, NodeResult, Observer, Realised, Report};
+use crate::graph::{Graph, NodeId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Live bars on stderr.
+    Terminal,
+    /// One line per started/finished build on stderr.
+    Plain,
+    /// One JSON object per event on stdout.
+    Json,
+}
+
+pub fn detect_mode() -> Mode {
+    if std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb") {
+        Mode::Terminal
+    } else {
+        Mode::Plain
+    }
+}
+
+pub struct Reporter {
+    mode: Mode,
+    total: usize,
+    state: Mutex<State>,
+}
+
+struct State {
+    finished: usize,
+    multi: Option<MultiProgress>,
+    overall: Option<ProgressBar>,
+    running: HashMap<NodeId, ProgressBar>,
+}
+
+impl Reporter {
+    pub fn new(mode: Mode, total: usize) -> Reporter {
+        let (multi, overall) = if mode == Mode::Terminal {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            let bar = multi.add(ProgressBar::new(total as u64));
+            bar.set_style(
+                ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} done, ETA {eta}  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(250));
+            (Some(multi), Some(bar))
+        } else {
+            (None, None)
+        };
+        Reporter { mode, total, state: Mutex::new(State { finished: 0, multi, overall, running: HashMap::new() }) }
+    }
+
+    /// Clear the live display before the summary is printed.
+    pub fn finish(&self) {
+        let Ok(mut state) = self.state.lock() else { return };
+        for (_, bar) in state.running.drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(bar) = state.overall.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn line(&self, state: &State, text: String) {
+        match &state.multi {
+            Some(multi) => {
+                let _ = multi.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+impl Observer for Reporter {
+    fn event(&self, event: Event<'_>) {
+        let Ok(mut state) = self.state.lock() else { return };
+        match event {
+            Event::Started { node, name, drv } => match self.mode {
+                Mode::Json => emit_json(json!({"event": "started", "name": name, "drv": drv.to_hex()})),
+                Mode::Plain => eprintln!("[{}/{}] building {name}", state.finished, self.total),
+                Mode::Terminal => {
+                    if let Some(multi) = &state.multi {
+                        let bar = multi.add(ProgressBar::new_spinner());
+                        bar.set_style(
+                            ProgressStyle::with_template("  {spinner} {prefix} [{elapsed}] {wide_msg}")
+                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
+                        bar.set_prefix(name.to_string());
+                        bar.enable_steady_tick(Duration::from_millis(200));
+                        state.running.insert(node, bar);
+                    }
+                }
+            },
+            Event::Waiting { node, name } => match self.mode {
+                Mode::Json => emit_json(json!({"event": "waiting", "name": name})),
+                Mode::Plain => eprintln!("waiting for another forge process building {name}"),
+                Mode::Terminal => {
+                    if let Some(bar) = state.running.get(&node) {
+                        bar.set_message("waiting for another forge process");
+                    }
+                }
+            },
+            Event::Fetching { node, name, file, bytes, total } => {
+                let text = match total {
+                    Some(t) => format!("fetching {file}: {} / {} KiB", bytes >> 10, t >> 10),
+                    None => format!("fetching {file}: {} KiB", bytes >> 10),
+                };
+                match self.mode {
+                    Mode::Json => {} // too chatty for a machine stream; the node's events suffice
+                    Mode::Plain => {
+                        // One line per 8 MiB, and at the end.
+                        if total == Some(bytes) || bytes % (8 << 20) < 65536 {
+                            eprintln!("{name}: {text}");
+                        }
+                    }
+                    Mode::Terminal => {
+                        if let Some(bar) = state.running.get(&node) {
+                            bar.set_message(text);
+                        }
+                    }
+                }
+            }
+            Event::Finished { node, name, drv, result } => {
+                state.finished += 1;
+                if let Some(bar) = state.overall.as_ref() {
+                    bar.set_position(state.finished as u64);
+                }
+                if let Some(bar) = state.running.remove(&node) {
+                    bar.finish_and_clear();
+                }
+                if self.mode == Mode::Json {
+                    emit_json(json_event(name, &drv.to_hex(), result));
+                    return;
+                }
+                let text = match result {
+                    NodeResult::Done { out, how: Realised::Built, duration } => {
+                        format!("built {name} in {:.1}s -> {}", duration.as_secs_f64(), out.short())
+                    }
+                    NodeResult::Done { .. } => return,
+                    NodeResult::Failed { error, .. } => format!("FAILED {name}: {error}"),
+                    NodeResult::Skipped { reason } => format!("skipped {name}: {reason}"),
+                };
+                let text = if self.mode == Mode::Plain {
+                    format!("[{}/{}] {text}", state.finished, self.total)
+                } else {
+                    text
+                };
+                self.line(&state, text);
+            }
+        }
+    }
+}
+
+fn json_event(name: &str, drv: &str, result: &NodeResult) -> serde_json::Value {
+    match result {
+        NodeResult::Done { out, how, duration } => json!({
+            "event": how.as_str(), "name": name, "drv": drv, "out": out.to_hex(),
+            "cutoff": *how == Realised::Cutoff, "seconds": duration.as_secs_f64(),
+        }),
+        NodeResult::Failed { error, log } => json!({
+            "event": "failed", "name": name, "drv": drv, "out": null, "error": error,
+            "log": log.as_ref().map(|l| l.display().to_string()),
+        }),
+        NodeResult::Skipped { reason } => json!({
+            "event": "skipped", "name": name, "drv": drv, "out": null, "reason": reason,
+        }),
+    }
+}
+
+/// The human summary after a build: counts, then each failure with the tail of its log.
+pub fn print_summary(graph: &Graph, report: &Report, built: usize, cached: usize, failed: usize, skipped: usize) {
+    for (node, result) in report.results.iter().enumerate() {
+        if let NodeResult::Failed { error, log } = result {
+            let name = &graph.nodes[node].recipe.name;
+            eprintln!("\nerror: {name} failed: {error}");
+            if let Some(log) = log {
+                print_log_tail(log, 20);
+                eprintln!("full log: {} (or: forge log {name})", log.display());
+            }
+        }
+    }
+    let mut summary = format!("{built} built, {cached} cached");
+    if failed > 0 {
+        summary.push_str(&format!(", {failed} failed"));
+    }
+    if skipped > 0 {
+        summary.push_str(&format!(", {skipped} not built because of a failure"));
+    }
+    eprintln!("{summary}");
+}
+
+fn print_log_tail(log: &Path, lines: usize) {
+    let Ok(text) = std::fs::read(log) else { return };
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    if start < all.len() {
+        eprintln!("last {} lines of the log:", all.len() - start);
+    }
+    for line in &all[start..] {
+        eprintln!("  | {line}");
+    }
+}

@@ -1,0 +1,50 @@
+//! `forge show FILE...`: each node's name, version, drv hash, out hash and status.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{emit_json, load_and_plan, CliResult, GlobalArgs, EXIT_OK};
+use crate::executor::{self, Status};
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Recipe or set files
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Show only these packages and what they depend on
+    #[arg(short, long = "package", value_name = "NAME")]
+    packages: Vec<String>,
+    /// One JSON object per node on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
+    let planned = load_and_plan(&args.files, &args.packages)?;
+    let store = global.open_store()?;
+    let (graph, plan) = (&planned.graph, &planned.plan);
+    let status = executor::assess(&store, graph, plan)?;
+    if !args.json {
+        println!("{:<28} {:<14} {:<14} {:<14} STATUS", "NAME", "VERSION", "DRV", "OUT");
+    }
+    for &n in graph.topo_order() {
+        let recipe = &graph.nodes[n].recipe;
+        let (state, out) = match &status[n] {
+            Status::Realised(out) | Status::Cutoff(out) => ("built", Some(*out)),
+            Status::ToBuild(_) => ("to build", None),
+        };
+        if args.json {
+            emit_json(json!({
+                "event": "node", "name": recipe.name, "version": recipe.version,
+                "drv": plan.drv_hashes[n].to_hex(), "out": out.map(|o| o.to_hex()),
+                "status": state, "file": recipe.file.display().to_string(),
+            }));
+        } else {
+            let out = out.map(|o| o.short()).unwrap_or_else(|| "-".into());
+            println!("{:<28} {:<14} {:<14} {:<14} {state}", recipe.name, recipe.version, plan.drv_hashes[n].short(), out);
+        }
+    }
+    Ok(EXIT_OK)
+}
