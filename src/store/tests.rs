@@ -544,3 +544,57 @@ fn verify_detects_a_corrupt_source() {
     store.verify(true).unwrap();
     assert!(!store.has_source(&c));
 }
+
+/// Child side of `kill_9_during_registrations_leaves_a_valid_store`: register outputs in a
+/// loop until killed. Runs only when that test re-executes the test binary.
+#[test]
+#[ignore = "helper process for kill_9_during_registrations_leaves_a_valid_store"]
+fn crash_child_registers_forever() {
+    let Some(dir) = std::env::var_os("FORGE_STORE_CRASH_CHILD") else { return };
+    let store = Store::open(Path::new(&dir)).unwrap();
+    for i in 0.. {
+        let scratch = store.scratch_dir("child").unwrap();
+        let out = scratch.path().join("out");
+        for j in 0..200 {
+            let p = out.join(format!("d{}/f{j}", j % 7));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, format!("output {i} file {j}").repeat(50)).unwrap();
+        }
+        store.register_output(&out, &reg(&format!("drv{i}"), "crashy")).unwrap();
+    }
+}
+
+/// kill -9 a process at arbitrary instants while it registers outputs: afterwards every
+/// present object is complete and valid, and leftovers are only orphans and tmp entries.
+#[test]
+fn kill_9_during_registrations_leaves_a_valid_store() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    Store::open(&dir).unwrap();
+    for delay_ms in [150, 260, 370, 480] {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "store::tests::crash_child_registers_forever", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("FORGE_STORE_CRASH_CHILD", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let store = Store::open(&dir).unwrap();
+        let report = store.verify(false).unwrap();
+        assert!(report.corrupt.is_empty() && report.missing.is_empty(), "after kill at {delay_ms} ms: {report:?}");
+        for (hex, _) in store.db.read("t", db::present_objects).unwrap() {
+            let out: Digest = hex.parse().unwrap();
+            assert_eq!(fs::metadata(store.object_path(&out)).unwrap().mode() & 0o777, 0o555);
+        }
+        // Registering again works whatever state the kill left, and cleaning up leaves it clean.
+        register(&store, HELLO, &format!("after-{delay_ms}"), "hello");
+        store.gc(false).unwrap();
+        assert!(store.verify(false).unwrap().is_clean());
+    }
+    let store = Store::open(&dir).unwrap();
+    assert!(count(&store, "SELECT count(*) FROM realisations WHERE name = 'crashy'") > 0, "the child never registered anything");
+}
