@@ -485,6 +485,8 @@ mod tests {
     fn empty_directory_digest_is_hash_of_prefix() {
         let tmp = TempDir::new().unwrap();
         assert_eq!(digest(tmp.path()), Digest::of(b"forge-tree-v1\0dir\0"));
+        // Quoted in docs/store-format.md.
+        assert_eq!(digest(tmp.path()).to_hex(), "0059b659ca8d40dfb2f6fb8afa8c6d8283e4dbcc55c7877c6800629e3f459842");
         assert_eq!(hash_path(tmp.path()).unwrap().files, 0);
     }
 
@@ -535,7 +537,8 @@ mod tests {
         example_tree(&base);
         let original = digest(&base);
 
-        let variants: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+        type Change = Box<dyn Fn(&Path)>;
+        let variants: Vec<(&str, Change)> = vec![
             ("exec bit", Box::new(|r: &Path| fs::set_permissions(r.join("hello.txt"), Permissions::from_mode(0o744)).unwrap())),
             ("content", Box::new(|r: &Path| write(&r.join("hello.txt"), b"hellp\n", 0o644))),
             ("symlink target", Box::new(|r: &Path| {
