@@ -608,14 +608,18 @@ mod tests {
     #[test]
     fn normalize_sets_modes_times_and_keeps_the_digest() {
         let tmp = TempDir::new().unwrap();
-        let root = tmp.path().join("out");
-        example_tree(&root);
-        write(&root.join("suid"), b"s", 0o4750);
-        write(&root.join("secret"), b"s", 0o000);
-        fs::create_dir(root.join("locked")).unwrap();
-        write(&root.join("locked/f"), b"f", 0o600);
-        fs::set_permissions(root.join("locked"), Permissions::from_mode(0o1700)).unwrap();
-        let before = digest(&root);
+        // `twin` is `root` with readable modes: a non-root process cannot hash `root` before
+        // normalization has made `secret` readable.
+        let (root, twin) = (tmp.path().join("out"), tmp.path().join("twin"));
+        for (dir, secret_mode) in [(&root, 0o000), (&twin, 0o644)] {
+            example_tree(dir);
+            write(&dir.join("suid"), b"s", 0o4750);
+            write(&dir.join("secret"), b"s", secret_mode);
+            fs::create_dir(dir.join("locked")).unwrap();
+            write(&dir.join("locked/f"), b"f", 0o600);
+            fs::set_permissions(dir.join("locked"), Permissions::from_mode(0o1700)).unwrap();
+        }
+        let before = digest(&twin);
 
         normalize(&root).unwrap();
 

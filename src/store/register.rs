@@ -34,7 +34,8 @@ impl Store {
     /// Normalize `out_dir`, hash it, move it atomically to `objects/<out>`, and in one
     /// transaction record the object and the realisation. If the object already exists (same
     /// content built before), drop `out_dir` and just record the realisation. Returns the out
-    /// hash. `out_dir` should be inside a [`Store::scratch_dir`]; elsewhere it is copied.
+    /// hash. `out_dir` should be inside a [`Store::scratch_dir`] (on another file system it is
+    /// copied); it is consumed in every case. Never returns before the object is on disk.
     pub fn register_output(&self, out_dir: &Path, reg: &Registration) -> Result<Digest, StoreError> {
         let meta = fs::symlink_metadata(out_dir).map_err(StoreError::io("stat", out_dir))?;
         if !meta.is_dir() {

@@ -536,6 +536,7 @@ fn verify_detects_a_corrupt_source() {
     fs::write(&file, "source").unwrap();
     let c = sha256_of(b"source");
     let path = store.add_source(&file, &c).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     fs::write(&path, "sourcf").unwrap();
     let report = store.verify(false).unwrap();
     assert_eq!(report.corrupt_sources.len(), 1);
