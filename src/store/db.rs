@@ -1,0 +1,270 @@
+//! The SQLite side of the store: opening (WAL, busy timeout), append-only migrations keyed on
+//! `PRAGMA user_version` (migration 0 is `store-schema.sql`), and the queries.
+//!
+//! Everything here takes a `&Connection`/`&Transaction`; locking the connection and turning
+//! `rusqlite::Error` into [`StoreError::Db`] is done by [`Db`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::hash::Digest;
+
+use super::{Realisation, StoreError};
+
+/// Schema migrations, applied in order; append only, never edit a shipped one.
+pub(crate) const MIGRATIONS: &[&str] = &[include_str!("../../store-schema.sql")];
+
+/// Concurrent forge processes wait this long for each other's write transactions.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The store's connection behind a mutex (so `Store` is `Send + Sync`).
+#[derive(Debug)]
+pub(crate) struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Db {
+    pub(crate) fn open(path: &Path) -> Result<Db, StoreError> {
+        let err = |context: &str| {
+            let path = path.to_path_buf();
+            let context = context.to_string();
+            move |source| StoreError::Db { path, context, source }
+        };
+        let mut conn = Connection::open(path).map_err(err("open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set busy timeout"))?;
+        // WAL: readers never block the writer; NORMAL sync keeps the database consistent across
+        // a crash of the process (the case registration must survive) at a fraction of FULL's cost.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err("enable WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::CorruptDb { path: path.to_path_buf(), detail: format!("journal mode is {mode}, not wal") });
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err("set synchronous"))?;
+        migrate(&mut conn, MIGRATIONS, path)?;
+        Ok(Db { conn: Mutex::new(conn), path: path.to_path_buf() })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the guard cannot leave a transaction open (rusqlite rolls back
+        // on drop), so the connection of a poisoned mutex is still good.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Run read-only queries.
+    pub(crate) fn read<T>(&self, context: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.lock();
+        f(&conn).map_err(|source| self.error(context, source))
+    }
+
+    /// Run `f` in one immediate (write-locking) transaction, committed if `f` succeeds.
+    pub(crate) fn write<T>(&self, context: &str, f: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let run = |conn: &mut Connection| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        };
+        run(&mut conn).map_err(|source| self.error(context, source))
+    }
+
+    fn error(&self, context: &str, source: rusqlite::Error) -> StoreError {
+        StoreError::Db { path: self.path.clone(), context: context.to_string(), source }
+    }
+
+    pub(crate) fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::CorruptDb { path: self.path.clone(), detail }
+    }
+
+    pub(crate) fn digest(&self, hex: &str, column: &str) -> Result<Digest, StoreError> {
+        hex.parse().map_err(|e| self.corrupt(format!("bad {column} {hex:?}: {e}")))
+    }
+}
+
+/// Apply the migrations not yet recorded in `user_version`, each in its own transaction.
+/// Running it again (or from two processes at once) applies nothing twice.
+pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str], path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Db { path: path.to_path_buf(), context: "migrate schema".into(), source };
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+    if version < 0 || version as usize > migrations.len() {
+        return Err(StoreError::SchemaTooNew { path: path.to_path_buf(), found: version, known: migrations.len() });
+    }
+    for sql in &migrations[version as usize..] {
+        tx.execute_batch(sql).map_err(err)?;
+    }
+    tx.pragma_update(None, "user_version", migrations.len() as i64).map_err(err)?;
+    tx.commit().map_err(err)
+}
+
+// ---- realisations --------------------------------------------------------------------------
+
+/// A realisation row with hashes still in hex (parsed by the caller, which can report errors).
+pub(crate) struct RawRealisation {
+    pub drv_hash: String,
+    pub resolved_key: String,
+    pub out_hash: String,
+    pub name: String,
+    pub origin: String,
+    pub created_at: i64,
+    pub duration_ms: i64,
+}
+
+/// Realisations whose `column` equals `key` and whose object is present, newest first.
+pub(crate) fn realisations_with_present_object(
+    conn: &Connection,
+    column: RealisationKey,
+    key: &Digest,
+) -> rusqlite::Result<Vec<RawRealisation>> {
+    let sql = format!(
+        "SELECT r.drv_hash, r.resolved_key, r.out_hash, r.name, r.origin, r.created_at, r.duration_ms
+         FROM realisations r JOIN objects o ON o.out_hash = r.out_hash AND o.present = 1
+         WHERE r.{} = ?1 ORDER BY r.created_at DESC, r.id DESC",
+        column.column()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([key.to_hex()], |r| {
+        Ok(RawRealisation {
+            drv_hash: r.get(0)?,
+            resolved_key: r.get(1)?,
+            out_hash: r.get(2)?,
+            name: r.get(3)?,
+            origin: r.get(4)?,
+            created_at: r.get(5)?,
+            duration_ms: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RealisationKey {
+    Drv,
+    Resolved,
+}
+
+impl RealisationKey {
+    fn column(self) -> &'static str {
+        match self {
+            RealisationKey::Drv => "drv_hash",
+            RealisationKey::Resolved => "resolved_key",
+        }
+    }
+}
+
+pub(crate) fn insert_realisation(tx: &Transaction, r: &Realisation, host: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO realisations (drv_hash, resolved_key, out_hash, name, origin, created_at, duration_ms, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        r.drv_hash.to_hex(),
+        r.resolved_key.to_hex(),
+        r.out_hash.to_hex(),
+        r.name,
+        r.origin.as_str(),
+        r.created_at,
+        i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
+        host
+    ])?;
+    Ok(())
+}
+
+// ---- objects -------------------------------------------------------------------------------
+
+pub(crate) fn object_present(conn: &Connection, out: &Digest) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT present FROM objects WHERE out_hash = ?1")?
+        .query_row([out.to_hex()], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|p| p == Some(1))
+}
+
+/// Record an object as present (a re-registration after gc flips `present` back).
+pub(crate) fn upsert_object(tx: &Transaction, out: &Digest, files: u64, bytes: u64, now: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO objects (out_hash, size, files, registered_at, present) VALUES (?1, ?2, ?3, ?4, 1)
+         ON CONFLICT (out_hash) DO UPDATE SET present = 1, size = ?2, files = ?3, registered_at = ?4
+         WHERE present = 0",
+    )?
+    .execute(params![out.to_hex(), bytes as i64, files as i64, now])?;
+    Ok(())
+}
+
+pub(crate) fn mark_absent(tx: &Transaction, out: &Digest) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE objects SET present = 0 WHERE out_hash = ?1")?.execute([out.to_hex()])?;
+    Ok(())
+}
+
+/// Every present object: (out hash hex, size).
+pub(crate) fn present_objects(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare("SELECT out_hash, size FROM objects WHERE present = 1 ORDER BY out_hash")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+// ---- roots ---------------------------------------------------------------------------------
+
+pub(crate) fn set_root(tx: &Transaction, name: &str, outs: &[Digest], now: i64) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM roots WHERE name = ?1", [name])?;
+    let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO roots (name, out_hash, updated_at) VALUES (?1, ?2, ?3)")?;
+    for out in outs {
+        insert.execute(params![name, out.to_hex(), now])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn rooted_hashes(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT out_hash FROM roots")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_harmless_and_later_migrations_apply_once() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let path = tmp.path().join("db.sqlite");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, MIGRATIONS, &path).unwrap();
+        conn.execute("INSERT INTO sources (checksum, size, added_at) VALUES ('sha256:00', 1, 2)", []).unwrap();
+        migrate(&mut conn, MIGRATIONS, &path).unwrap();
+        let count: i64 = conn.query_row("SELECT count(*) FROM sources", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 1, "re-running migrations must keep the data");
+
+        // A second migration is applied exactly once (it would fail if run twice).
+        let with_next = [MIGRATIONS[0], "ALTER TABLE sources ADD COLUMN origin TEXT"];
+        migrate(&mut conn, &with_next, &path).unwrap();
+        migrate(&mut conn, &with_next, &path).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 2);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let path = tmp.path().join("db.sqlite");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        let err = migrate(&mut conn, MIGRATIONS, &path).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 7, known: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn opening_twice_enables_wal() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let path = tmp.path().join("db.sqlite");
+        Db::open(&path).unwrap();
+        let db = Db::open(&path).unwrap();
+        let mode: String = db.read("journal", |c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0))).unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
+
