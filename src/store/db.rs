@@ -15,7 +15,11 @@ use crate::hash::Digest;
 use super::{Realisation, StoreError};
 
 /// Schema migrations, applied in order; append only, never edit a shipped one.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("../../store-schema.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("../../store-schema.sql"),
+    // 1: `forge build --dry-run` and `forge show` ask for a package's last realisation by name.
+    "CREATE INDEX realisations_by_name ON realisations (name, created_at);",
+];
 
 /// Concurrent forge processes wait this long for each other's write transactions.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -140,6 +144,26 @@ pub(crate) fn realisations_with_present_object(
         })
     })?;
     rows.collect()
+}
+
+/// The newest realisation of any derivation of package `name`, present or not.
+pub(crate) fn latest_realisation_by_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<RawRealisation>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT drv_hash, resolved_key, out_hash, name, origin, created_at, duration_ms
+         FROM realisations WHERE name = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )?;
+    let mut rows = stmt.query_map([name], |r| {
+        Ok(RawRealisation {
+            drv_hash: r.get(0)?,
+            resolved_key: r.get(1)?,
+            out_hash: r.get(2)?,
+            name: r.get(3)?,
+            origin: r.get(4)?,
+            created_at: r.get(5)?,
+            duration_ms: r.get(6)?,
+        })
+    })?;
+    rows.next().transpose()
 }
 
 #[derive(Debug, Clone, Copy)]

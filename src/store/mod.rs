@@ -192,6 +192,13 @@ impl Store {
         self.latest_realisation(RealisationKey::Resolved, key)
     }
 
+    /// The newest realisation of any derivation of package `name`, whether or not its
+    /// object is still present (for explaining why something must be built).
+    pub fn latest_realisation_by_name(&self, name: &str) -> Result<Option<Realisation>, StoreError> {
+        let raw = self.db.read("look up realisation by name", |c| db::latest_realisation_by_name(c, name))?;
+        raw.map(|r| self.parse_realisation(r)).transpose()
+    }
+
     fn latest_realisation(&self, column: RealisationKey, key: &Digest) -> Result<Option<Realisation>, StoreError> {
         let rows = self.db.read("look up realisation", |c| db::realisations_with_present_object(c, column, key))?;
         for raw in rows {
