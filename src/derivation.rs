@@ -130,14 +130,14 @@ impl Derivation {
             out.push(b'{');
             if key == "drv" {
                 out.extend_from_slice(b"\"drv\":");
-                push_string(out, &digest.to_hex());
+                push_digest(out, &digest);
                 out.extend_from_slice(b",\"name\":");
                 push_string(out, &input.name);
             } else {
                 out.extend_from_slice(b"\"name\":");
                 push_string(out, &input.name);
                 out.extend_from_slice(b",\"out\":");
-                push_string(out, &digest.to_hex());
+                push_digest(out, &digest);
             }
             out.push(b'}');
         });
@@ -219,21 +219,39 @@ fn push_array<T>(out: &mut Vec<u8>, items: &[T], mut push_item: impl FnMut(&mut 
 /// or `\u00xx` (lowercase hex), everything else as raw UTF-8.
 fn push_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+    let bytes = s.as_bytes();
+    let mut plain_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain_from..i]);
+        plain_from = i + 1;
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
         }
+    }
+    out.extend_from_slice(&bytes[plain_from..]);
+    out.push(b'"');
+}
+
+/// A digest as a JSON string of lowercase hex, without an intermediate String.
+fn push_digest(out: &mut Vec<u8>, digest: &Digest) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for b in digest.0 {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 15) as usize]);
     }
     out.push(b'"');
 }

@@ -35,6 +35,8 @@ pub struct Graph {
     index: HashMap<String, NodeId>,
     /// Dependencies before dependents, ties by name.
     topo: Vec<NodeId>,
+    /// `rank[id]` = position of `id` in `topo`.
+    rank: Vec<usize>,
     /// Each node's runtime closure, itself included, sorted by id.
     runtime_closure: Vec<Vec<NodeId>>,
 }
@@ -92,8 +94,12 @@ impl Graph {
             return Err(GraphError { problems });
         }
         let topo = topological_order(&nodes);
+        let mut rank = vec![0; nodes.len()];
+        for (position, &id) in topo.iter().enumerate() {
+            rank[id] = position;
+        }
         let runtime_closure = runtime_closures(&nodes, &topo);
-        Ok(Graph { nodes, targets: loaded.targets, index, topo, runtime_closure })
+        Ok(Graph { nodes, targets: loaded.targets, index, topo, rank, runtime_closure })
     }
 
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
@@ -106,42 +112,16 @@ impl Graph {
     }
 
     /// What the sandbox of `id` holds: its build and runtime dependencies plus,
-    /// transitively, their runtime dependencies; never `id` itself. Ordered
-    /// dependencies first, ties by name, considering only edges inside the
-    /// closure (so the order depends on nothing outside it).
+    /// transitively, their runtime dependencies; never `id` itself. Ordered as in
+    /// [`Graph::topo_order`] (dependencies first, ties by name). That order,
+    /// restricted to the closure, depends only on the closure's members and
+    /// their own dependencies, not on unrelated recipes loaded alongside.
     pub fn input_closure(&self, id: NodeId) -> Vec<NodeId> {
         let mut members: Vec<NodeId> =
             self.nodes[id].deps().flat_map(|dep| self.runtime_closure[dep].iter().copied()).collect();
-        members.sort_unstable();
+        members.sort_unstable_by_key(|&m| self.rank[m]);
         members.dedup();
-        self.order_subset(&members)
-    }
-
-    /// `members` (sorted by id) in dependency order, ties by name.
-    fn order_subset(&self, members: &[NodeId]) -> Vec<NodeId> {
-        let position = |id: NodeId| members.binary_search(&id).ok();
-        let mut waiting: Vec<usize> = vec![0; members.len()];
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
-        for (i, &m) in members.iter().enumerate() {
-            for dep in self.nodes[m].deps().filter_map(position) {
-                waiting[i] += 1;
-                dependents[dep].push(i);
-            }
-        }
-        let name = |i: usize| self.nodes[members[i]].recipe.name.as_str();
-        let mut ready: BinaryHeap<Reverse<(&str, usize)>> =
-            (0..members.len()).filter(|&i| waiting[i] == 0).map(|i| Reverse((name(i), i))).collect();
-        let mut order = Vec::with_capacity(members.len());
-        while let Some(Reverse((_, i))) = ready.pop() {
-            order.push(members[i]);
-            for &d in &dependents[i] {
-                waiting[d] -= 1;
-                if waiting[d] == 0 {
-                    ready.push(Reverse((name(d), d)));
-                }
-            }
-        }
-        order
+        members
     }
 
     /// Keep only these packages and everything they depend on (`forge build --package`).
