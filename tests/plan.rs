@@ -36,7 +36,7 @@ fn file_source_content_is_what_is_hashed() {
     write(&recipe, "[package]\nname = \"r\"\nversion = \"1\"\n[[source]]\nfile = \"fix.patch\"\n[build]\nscript = \"true\"\n");
     let hash_with = |content: &str| {
         write(&patch, content);
-        let graph = Graph::resolve(load(&[recipe.clone()]).unwrap()).unwrap();
+        let graph = Graph::resolve(load(std::slice::from_ref(&recipe)).unwrap()).unwrap();
         plan(&graph).unwrap().drv_hashes[0]
     };
     let first = hash_with("one");
@@ -73,7 +73,7 @@ fn generate(dir: &Path, n: usize) -> std::path::PathBuf {
 fn a_thousand_generated_recipes_plan_consistently() {
     let dir = tempfile::tempdir().unwrap();
     let set = generate(dir.path(), 1000);
-    let graph = Graph::resolve(load(&[set.clone()]).unwrap()).unwrap();
+    let graph = Graph::resolve(load(std::slice::from_ref(&set)).unwrap()).unwrap();
     let planned = plan(&graph).unwrap();
     assert_eq!(planned.drvs.len(), 1000);
     for (id, drv) in planned.drvs.iter().enumerate() {

@@ -74,7 +74,7 @@ timeout = "2h"
 "#
         ),
     );
-    let loaded = load(&[file.clone()]).unwrap();
+    let loaded = load(std::slice::from_ref(&file)).unwrap();
     let r = &loaded.recipes[0];
     assert_eq!(r.name, "binutils-pass1");
     assert_eq!(r.file, file.canonicalize().unwrap());
