@@ -346,3 +346,19 @@ fn diamond_includes_load_each_recipe_once() {
     assert_eq!(loaded.recipes.len(), 1);
     assert_eq!(loaded.targets[0].packages, ["r"]);
 }
+
+#[test]
+fn unknown_keys_inside_sources_deps_and_sets_are_errors() {
+    let errors = load_one(&with_source(&format!("url = \"https://h/a\"\nsha265 = \"{SHA}\""))).unwrap_err();
+    assert!(errors[0].starts_with("r.toml:13:1: unknown field `sha265`"), "{errors:?}");
+    let errors = load_one("[package]\nname = \"a\"\nversion = \"1\"\n[deps]\nbuld = []\n[import]\n").unwrap_err();
+    assert!(errors[0].starts_with("r.toml:5:1: unknown field `buld`"), "{errors:?}");
+    let errors = load_one("[set]\nname = \"s\"\nincludes = []\n").unwrap_err();
+    assert!(errors[0].starts_with("r.toml:3:1: unknown field `includes`"), "{errors:?}");
+}
+
+#[test]
+fn wrong_value_types_are_errors_with_positions() {
+    let errors = load_one(&format!("{}[env]\nN = 3\n", recipe_text("a", ""))).unwrap_err();
+    assert!(errors[0].starts_with("r.toml:11:5: invalid type: integer `3`, expected a string"), "{errors:?}");
+}
