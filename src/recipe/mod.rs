@@ -3,11 +3,22 @@
 //! Owner of the recipe/set file format. Everything here is pure data plus the
 //! loader; name resolution across files happens in [`crate::graph`].
 
+mod parse;
+mod set;
+
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::hash::Checksum;
+use crate::hash::{Checksum, ParseDigestError};
+
+pub use parse::{is_valid_name, DEFAULT_SHELL};
+
+/// Load the recipes and sets named on the command line, with everything their
+/// sets include. Every problem found in any file is reported, one per line.
+pub fn load(files: &[PathBuf]) -> Result<Loaded, RecipeError> {
+    set::Loader::default().load(files)
+}
 
 /// Where something was written: file, 1-based line and column.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,3 +130,117 @@ pub struct Loaded {
     /// Non-fatal findings (e.g. an md5-only checksum), each naming file:line:col.
     pub warnings: Vec<String>,
 }
+
+/// Every problem found while loading; `Display` prints one per line.
+#[derive(Debug)]
+pub struct RecipeError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for RecipeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RecipeError {}
+
+/// One problem in one file; `position` is `None` when the file itself is the problem.
+#[derive(Debug)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+    pub kind: ProblemKind,
+}
+
+impl Problem {
+    pub(crate) fn at(at: Location, kind: ProblemKind) -> Problem {
+        Problem { file: at.file, position: Some((at.line, at.column)), kind }
+    }
+    pub(crate) fn in_file(file: &Path, kind: ProblemKind) -> Problem {
+        Problem { file: file.to_path_buf(), position: None, kind }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file.display(), self.kind),
+            None => write!(f, "{}: {}", self.file.display(), self.kind),
+        }
+    }
+}
+
+/// What is wrong; the message is written for the recipe author.
+#[derive(Debug, thiserror::Error)]
+pub enum ProblemKind {
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// TOML syntax, unknown keys, wrong value types, missing required keys.
+    #[error("{0}")]
+    Toml(String),
+    #[error("a file is either a recipe ([package]) or a set ([set]), not both")]
+    SetAndPackage,
+    #[error("neither a recipe (no [package] table) nor a set (no [set] table)")]
+    NeitherRecipeNorSet,
+    #[error("a set file holds only [set]; {table} belongs in a recipe")]
+    TableInSet { table: &'static str },
+    #[error("invalid {what} name {name:?}: names match [a-zA-Z0-9][a-zA-Z0-9+._-]*")]
+    InvalidName { what: &'static str, name: String },
+    #[error("empty version")]
+    EmptyVersion,
+    #[error("a [[source]] needs exactly one of `url`, `file`, `deb` (found: {})", if found.is_empty() { "none" } else { found })]
+    SourceKind { found: String },
+    #[error("`mirrors` only goes with `url`")]
+    MirrorsWithoutUrl,
+    #[error("{kind} source without a checksum: pin it with `sha256 = \"...\"` (`forge prefetch` computes it)")]
+    MissingChecksum { kind: &'static str },
+    #[error("more than one checksum ({keys}): give exactly one")]
+    ManyChecksums { keys: String },
+    #[error("`file` sources take no `{key}`: their BLAKE3 tree hash is computed from the file")]
+    ChecksumOnFileSource { key: &'static str },
+    #[error("bad `{key}` value: {source}")]
+    BadChecksum { key: &'static str, source: ParseDigestError },
+    #[error("`deb` must be \"package=version\" (e.g. \"busybox-static=1:1.35.0-4+b3\"), got {value:?}")]
+    BadDeb { value: String },
+    #[error("source `name` {name:?} must be a plain file name (no '/', not '.' or '..')")]
+    BadSourceName { name: String },
+    #[error("cannot derive a file name for this source: set `name`")]
+    NoDefaultSourceName,
+    #[error("`file` source {} does not exist", path.display())]
+    MissingFileSource { path: PathBuf },
+    #[error("two sources named {name:?} in $FORGE_SOURCES (the first at {first}): set `name` on one")]
+    DuplicateSourceName { name: String, first: Location },
+    #[error("invalid environment variable name {name:?}")]
+    BadEnvName { name: String },
+    #[error("{name:?}: FORGE_* variables are reserved for forge")]
+    ReservedEnvName { name: String },
+    #[error("a recipe needs a [build] or an [import] table")]
+    NoAction,
+    #[error("a recipe has either [build] or [import], not both")]
+    BothActions,
+    #[error("`shell` must not be empty")]
+    EmptyShell,
+    #[error("invalid size {value} for `{key}`: use bytes or a number with K, M, G or T (powers of 1024), e.g. \"512M\", \"1.5G\"")]
+    BadSize { key: &'static str, value: String },
+    #[error("invalid `timeout` {value}: use seconds or a number with s, m, h or d, e.g. \"90s\", \"30m\", \"2h\"")]
+    BadDuration { value: String },
+    #[error("included file {} does not exist", path.display())]
+    IncludeNotFound { path: PathBuf },
+    #[error("include pattern {pattern:?} matches no file")]
+    GlobMatchedNothing { pattern: String },
+    #[error("invalid include pattern {pattern:?}: {message}")]
+    BadGlob { pattern: String, message: String },
+    #[error("include cycle: {chain}")]
+    IncludeCycle { chain: String },
+}
+
+#[cfg(test)]
+mod tests;
