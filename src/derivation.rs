@@ -486,7 +486,7 @@ fn hash_file_sources(graph: &Graph) -> Result<HashMap<&Path, Digest>, Derivation
     files.dedup_by(|a, b| a.0 == b.0);
     files
         .into_par_iter()
-        .map(|(path, package)| match tree_stand_in::hash_path(path) {
+        .map(|(path, package)| match crate::tree::hash_path(path) {
             Ok(summary) => Ok((path, summary.digest)),
             Err(err) => Err(DerivationError::SourceHash {
                 package: package.to_string(),
@@ -495,36 +495,6 @@ fn hash_file_sources(graph: &Graph) -> Result<HashMap<&Path, Digest>, Derivation
             }),
         })
         .collect()
-}
-
-// TEMP until tree.rs lands: replace `tree_stand_in::hash_path` with
-// `crate::tree::hash_path` (same signature) and delete this module. It hashes a
-// single file's bytes with BLAKE3 and refuses directories.
-mod tree_stand_in {
-    use std::path::{Path, PathBuf};
-
-    use crate::hash::Digest;
-
-    pub struct TreeSummary {
-        pub digest: Digest,
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    pub enum TreeError {
-        #[error("cannot read {}: {source}", path.display())]
-        Io { path: PathBuf, source: std::io::Error },
-        #[error("{} is a directory; directory sources need the tree hash (tree.rs)", path.display())]
-        Directory { path: PathBuf },
-    }
-
-    pub fn hash_path(path: &Path) -> Result<TreeSummary, TreeError> {
-        let io = |source| TreeError::Io { path: path.to_path_buf(), source };
-        if std::fs::metadata(path).map_err(io)?.is_dir() {
-            return Err(TreeError::Directory { path: path.to_path_buf() });
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
-        Ok(TreeSummary { digest: Digest::of(&bytes) })
-    }
 }
 
 #[cfg(test)]

@@ -155,6 +155,13 @@ impl Graph {
         Graph::resolve(Loaded { targets, recipes, warnings: Vec::new() })
     }
 
+    /// The named packages and everything they depend on (unknown names are ignored).
+    pub fn closure_of(&self, names: &[String]) -> Vec<NodeId> {
+        let roots: Vec<NodeId> = names.iter().filter_map(|n| self.node_by_name(n)).collect();
+        let keep = self.dependency_closure(&roots);
+        (0..self.nodes.len()).filter(|&id| keep[id]).collect()
+    }
+
     /// Membership flags of `roots` and all their transitive dependencies.
     fn dependency_closure(&self, roots: &[NodeId]) -> Vec<bool> {
         let mut keep = vec![false; self.nodes.len()];

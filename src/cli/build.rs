@@ -58,15 +58,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     let report = executor::build(&store, graph, plan, &opts, &observer)?;
     observer.finish();
 
-    // Each fully built target becomes a gc root holding the outputs of its closure.
-    for target in &graph.targets {
-        let closure = graph.closure_of(&target.packages);
-        let outs: Option<Vec<_>> = closure.iter().map(|&n| report.out(n)).collect();
-        if let Some(outs) = outs {
-            let kind = if target.is_set { "set" } else { "package" };
-            store.set_root(&format!("{kind}:{}", target.name), &outs)?;
-        }
-    }
+    record_roots(&store, graph, &report, &args.packages)?;
 
     let built = report.count(|r| matches!(r, NodeResult::Done { how: executor::Realised::Built, .. }));
     let cached = report.count(|r| matches!(r, NodeResult::Done { how, .. } if *how != executor::Realised::Built));
@@ -81,6 +73,33 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         progress::print_summary(graph, &report, built, cached, failed, skipped);
     }
     Ok(if failed > 0 || skipped > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// Each fully built target becomes a gc root holding the outputs of its whole closure
+/// (`set:NAME` / `package:NAME`). With `--package`, only the named packages become roots,
+/// so that a partial build never shrinks a set's root.
+fn record_roots(
+    store: &crate::store::Store,
+    graph: &crate::graph::Graph,
+    report: &executor::Report,
+    packages: &[String],
+) -> Result<(), Failure> {
+    let mut roots: Vec<(String, Vec<String>)> = Vec::new();
+    if packages.is_empty() {
+        for target in &graph.targets {
+            let kind = if target.is_set { "set" } else { "package" };
+            roots.push((format!("{kind}:{}", target.name), target.packages.clone()));
+        }
+    } else {
+        roots.extend(packages.iter().map(|p| (format!("package:{p}"), vec![p.clone()])));
+    }
+    for (root, members) in roots {
+        let outs: Option<Vec<_>> = graph.closure_of(&members).iter().map(|&n| report.out(n)).collect();
+        if let Some(outs) = outs {
+            store.set_root(&root, &outs)?;
+        }
+    }
+    Ok(())
 }
 
 fn dry_run(store: &crate::store::Store, planned: &super::Planned, json: bool) -> CliResult {
