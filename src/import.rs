@@ -40,13 +40,21 @@ pub struct ImportStats {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{archive}: refusing entry {entry:?}: {reason}")]
-    UnsafeEntry { archive: String, entry: String, reason: String },
+    UnsafeEntry {
+        archive: String,
+        entry: String,
+        reason: String,
+    },
 
     #[error(
         "{path} is written by {first} and, with different content, by {second}: \
          remove one of them from the recipe or make them agree"
     )]
-    Conflict { path: PathBuf, first: String, second: String },
+    Conflict {
+        path: PathBuf,
+        first: String,
+        second: String,
+    },
 
     #[error(
         "{archive} is not an archive forge can unpack (.deb, .tar, .tar.gz, .tgz, .tar.xz, .txz); \
@@ -54,17 +62,27 @@ pub enum ImportError {
     )]
     UnknownFormat { archive: String },
 
-    #[error("{archive}: member {member} uses a compression forge cannot read (supported: none, gz, xz)")]
+    #[error(
+        "{archive}: member {member} uses a compression forge cannot read (supported: none, gz, xz)"
+    )]
     UnsupportedCompression { archive: String, member: String },
 
     #[error("{archive}: no data.tar member, so it is not a Debian binary package")]
     NoDebData { archive: String },
 
     #[error("{archive}: entry {entry:?} has unsupported type {kind}")]
-    UnsupportedEntry { archive: String, entry: String, kind: String },
+    UnsupportedEntry {
+        archive: String,
+        entry: String,
+        kind: String,
+    },
 
     #[error("{archive}: hard link {entry:?} points to {target:?}, which is not a regular file written before it")]
-    DanglingHardlink { archive: String, entry: String, target: String },
+    DanglingHardlink {
+        archive: String,
+        entry: String,
+        target: String,
+    },
 
     #[error("cannot read {archive}: {source}")]
     Read { archive: String, source: io::Error },
@@ -74,7 +92,10 @@ pub enum ImportError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ImportError + '_ {
-    move |source| ImportError::Io { path: path.to_path_buf(), source }
+    move |source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Unpack (`.deb`: its data.tar[.gz|.xz]; `.tar`, `.tar.gz`/`.tgz`, `.tar.xz`/`.txz`)
@@ -96,7 +117,11 @@ pub fn import(
             (false, _) => {
                 let name = safe_relative(filename, filename)?;
                 if name.components().count() != 1 {
-                    return Err(unsafe_entry(filename, filename, "a source name must be one path component"));
+                    return Err(unsafe_entry(
+                        filename,
+                        filename,
+                        "a source name must be one path component",
+                    ));
                 }
                 if is_dir {
                     writer.dir(filename, &name)?;
@@ -151,8 +176,9 @@ fn decompress<'a>(reader: impl Read + 'a, compression: Compression) -> Box<dyn R
 }
 
 fn unpack_archive(writer: &mut Writer, filename: &str, path: &Path) -> Result<(), ImportError> {
-    let format = format_of(filename)
-        .ok_or_else(|| ImportError::UnknownFormat { archive: filename.to_string() })?;
+    let format = format_of(filename).ok_or_else(|| ImportError::UnknownFormat {
+        archive: filename.to_string(),
+    })?;
     let file = File::open(path).map_err(io_err(path))?;
     match format {
         Format::Tar(compression) => unpack_tar(writer, filename, decompress(file, compression)),
@@ -162,12 +188,17 @@ fn unpack_archive(writer: &mut Writer, filename: &str, path: &Path) -> Result<()
 
 /// A .deb is an `ar` archive whose `data.tar*` member holds the files.
 fn unpack_deb(writer: &mut Writer, filename: &str, file: File) -> Result<(), ImportError> {
-    let read_err = |source| ImportError::Read { archive: filename.to_string(), source };
+    let read_err = |source| ImportError::Read {
+        archive: filename.to_string(),
+        source,
+    };
     let mut deb = ar::Archive::new(file);
     while let Some(member) = deb.next_entry() {
         let member = member.map_err(read_err)?;
         let name = String::from_utf8_lossy(member.header().identifier()).into_owned();
-        let Some(suffix) = name.strip_prefix("data.tar") else { continue };
+        let Some(suffix) = name.strip_prefix("data.tar") else {
+            continue;
+        };
         let compression = match suffix {
             "" => Compression::None,
             ".gz" => Compression::Gzip,
@@ -181,15 +212,24 @@ fn unpack_deb(writer: &mut Writer, filename: &str, file: File) -> Result<(), Imp
         };
         return unpack_tar(writer, filename, decompress(member, compression));
     }
-    Err(ImportError::NoDebData { archive: filename.to_string() })
+    Err(ImportError::NoDebData {
+        archive: filename.to_string(),
+    })
 }
 
 fn unpack_tar(writer: &mut Writer, archive: &str, reader: impl Read) -> Result<(), ImportError> {
-    let read_err = |source| ImportError::Read { archive: archive.to_string(), source };
+    let read_err = |source| ImportError::Read {
+        archive: archive.to_string(),
+        source,
+    };
     let mut tar = tar::Archive::new(reader);
     for entry in tar.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
-        let raw_path = entry.path().map_err(read_err)?.to_string_lossy().into_owned();
+        let raw_path = entry
+            .path()
+            .map_err(read_err)?
+            .to_string_lossy()
+            .into_owned();
         let rel = safe_relative(archive, &raw_path)?;
         let kind = entry.header().entry_type();
         if rel.as_os_str().is_empty() {
@@ -225,18 +265,33 @@ fn unpack_tar(writer: &mut Writer, archive: &str, reader: impl Read) -> Result<(
     Ok(())
 }
 
-fn link_name<R: Read>(entry: &tar::Entry<R>, archive: &str, raw_path: &str) -> Result<PathBuf, ImportError> {
+fn link_name<R: Read>(
+    entry: &tar::Entry<R>,
+    archive: &str,
+    raw_path: &str,
+) -> Result<PathBuf, ImportError> {
     match entry.link_name() {
         Ok(Some(target)) => Ok(target.into_owned()),
         Ok(None) => Err(unsafe_entry(archive, raw_path, "link without a target")),
-        Err(source) => Err(ImportError::Read { archive: archive.to_string(), source }),
+        Err(source) => Err(ImportError::Read {
+            archive: archive.to_string(),
+            source,
+        }),
     }
 }
 
 /// Merge the directory `src` into `out/under`, in sorted order (deterministic
 /// conflict reports), keeping symlinks and executable bits.
-fn copy_tree(writer: &mut Writer, source: &str, src: &Path, under: &Path) -> Result<(), ImportError> {
-    let walk = walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name().follow_links(false);
+fn copy_tree(
+    writer: &mut Writer,
+    source: &str,
+    src: &Path,
+    under: &Path,
+) -> Result<(), ImportError> {
+    let walk = walkdir::WalkDir::new(src)
+        .min_depth(1)
+        .sort_by_file_name()
+        .follow_links(false);
     for entry in walk {
         let entry = entry.map_err(|e| ImportError::Io {
             path: e.path().unwrap_or(src).to_path_buf(),
@@ -260,7 +315,12 @@ fn copy_tree(writer: &mut Writer, source: &str, src: &Path, under: &Path) -> Res
 }
 
 fn is_executable(path: &Path) -> Result<bool, ImportError> {
-    Ok(fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o111 != 0)
+    Ok(fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o111
+        != 0)
 }
 
 // ---------------------------------------------------------------------------
@@ -311,14 +371,21 @@ enum Existing {
 
 impl<'a> Writer<'a> {
     fn new(out: &'a Path) -> Self {
-        Writer { out, written_by: HashMap::new(), stats: ImportStats::default() }
+        Writer {
+            out,
+            written_by: HashMap::new(),
+            stats: ImportStats::default(),
+        }
     }
 
     /// Check that no parent of `rel` inside `out` is a symlink or a non-directory,
     /// creating missing parents as directories; returns what is at `rel` now.
     fn prepare(&mut self, source: &str, rel: &Path) -> Result<Existing, ImportError> {
         let mut at = self.out.to_path_buf();
-        let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+        let parents: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
         for part in parents {
             at.push(part);
             match fs::symlink_metadata(&at) {
@@ -326,7 +393,10 @@ impl<'a> Writer<'a> {
                     return Err(unsafe_entry(
                         source,
                         &rel.to_string_lossy(),
-                        &format!("its parent {} is a symlink; refusing to write through it", self.shown(&at)),
+                        &format!(
+                            "its parent {} is a symlink; refusing to write through it",
+                            self.shown(&at)
+                        ),
                     ))
                 }
                 Ok(meta) if meta.is_dir() => {}
@@ -343,9 +413,9 @@ impl<'a> Writer<'a> {
         }
         let target = self.out.join(rel);
         match fs::symlink_metadata(&target) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                Ok(Existing::Symlink(fs::read_link(&target).map_err(io_err(&target))?))
-            }
+            Ok(meta) if meta.file_type().is_symlink() => Ok(Existing::Symlink(
+                fs::read_link(&target).map_err(io_err(&target))?,
+            )),
             Ok(meta) if meta.is_dir() => Ok(Existing::Dir),
             Ok(_) => Ok(Existing::File),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Nothing),
@@ -367,7 +437,13 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn file(&mut self, source: &str, rel: &Path, content: &mut dyn Read, executable: bool) -> Result<(), ImportError> {
+    fn file(
+        &mut self,
+        source: &str,
+        rel: &Path,
+        content: &mut dyn Read,
+        executable: bool,
+    ) -> Result<(), ImportError> {
         let target = self.out.join(rel);
         match self.prepare(source, rel)? {
             Existing::Nothing => {}
@@ -381,8 +457,10 @@ impl<'a> Writer<'a> {
             .mode(mode)
             .open(&target)
             .map_err(io_err(&target))?;
-        let bytes = io::copy(content, &mut out)
-            .map_err(|e| ImportError::Read { archive: source.to_string(), source: e })?;
+        let bytes = io::copy(content, &mut out).map_err(|e| ImportError::Read {
+            archive: source.to_string(),
+            source: e,
+        })?;
         out.flush().map_err(io_err(&target))?;
         set_mode(&target, mode)?; // the umask may have narrowed `mode` at creation
         self.record(rel, source);
@@ -406,7 +484,12 @@ impl<'a> Writer<'a> {
 
     /// A hard link becomes a copy of the regular file it names, which must have
     /// been written earlier by this import.
-    fn hardlink(&mut self, source: &str, rel: &Path, existing_rel: &Path) -> Result<(), ImportError> {
+    fn hardlink(
+        &mut self,
+        source: &str,
+        rel: &Path,
+        existing_rel: &Path,
+    ) -> Result<(), ImportError> {
         let existing = self.out.join(existing_rel);
         let dangling = || ImportError::DanglingHardlink {
             archive: source.to_string(),
@@ -427,13 +510,22 @@ impl<'a> Writer<'a> {
     }
 
     fn record(&mut self, rel: &Path, source: &str) {
-        self.written_by.insert(rel.to_path_buf(), source.to_string());
+        self.written_by
+            .insert(rel.to_path_buf(), source.to_string());
     }
 
     fn conflict(&self, target: &Path, second: &str) -> ImportError {
         let rel = target.strip_prefix(self.out).unwrap_or(target);
-        let first = self.written_by.get(rel).cloned().unwrap_or_else(|| "an earlier entry".to_string());
-        ImportError::Conflict { path: PathBuf::from("/").join(rel), first, second: second.to_string() }
+        let first = self
+            .written_by
+            .get(rel)
+            .cloned()
+            .unwrap_or_else(|| "an earlier entry".to_string());
+        ImportError::Conflict {
+            path: PathBuf::from("/").join(rel),
+            first,
+            second: second.to_string(),
+        }
     }
 
     /// A path inside `out` as the sandbox will see it.
@@ -449,13 +541,19 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ImportError> {
 
 /// Compare an existing file with incoming content chunk by chunk, consuming the
 /// incoming stream; never buffers either whole.
-fn same_content(existing: &Path, incoming: &mut dyn Read, source: &str) -> Result<bool, ImportError> {
+fn same_content(
+    existing: &Path,
+    incoming: &mut dyn Read,
+    source: &str,
+) -> Result<bool, ImportError> {
     let mut file = File::open(existing).map_err(io_err(existing))?;
     let mut a = vec![0u8; 64 * 1024];
     let mut b = vec![0u8; 64 * 1024];
     loop {
-        let n = read_full(incoming, &mut a)
-            .map_err(|e| ImportError::Read { archive: source.to_string(), source: e })?;
+        let n = read_full(incoming, &mut a).map_err(|e| ImportError::Read {
+            archive: source.to_string(),
+            source: e,
+        })?;
         let m = read_full(&mut file, &mut b[..n.max(1)]).map_err(io_err(existing))?;
         if n == 0 {
             return Ok(m == 0);
@@ -499,13 +597,14 @@ mod tests {
         let mut builder = tar::Builder::new(Vec::new());
         for entry in entries {
             let mut header = tar::Header::new_ustar();
-            let (name, kind, data, mode, link): (&str, tar::EntryType, &[u8], u32, Option<&str>) = match entry {
-                E::Dir(n) => (n, tar::EntryType::Directory, b"", 0o755, None),
-                E::File(n, d, m) => (n, tar::EntryType::Regular, d, *m, None),
-                E::Symlink(n, t) => (n, tar::EntryType::Symlink, b"", 0o777, Some(t)),
-                E::Hardlink(n, t) => (n, tar::EntryType::Link, b"", 0o644, Some(t)),
-                E::Fifo(n) => (n, tar::EntryType::Fifo, b"", 0o644, None),
-            };
+            let (name, kind, data, mode, link): (&str, tar::EntryType, &[u8], u32, Option<&str>) =
+                match entry {
+                    E::Dir(n) => (n, tar::EntryType::Directory, b"", 0o755, None),
+                    E::File(n, d, m) => (n, tar::EntryType::Regular, d, *m, None),
+                    E::Symlink(n, t) => (n, tar::EntryType::Symlink, b"", 0o777, Some(t)),
+                    E::Hardlink(n, t) => (n, tar::EntryType::Link, b"", 0o644, Some(t)),
+                    E::Fifo(n) => (n, tar::EntryType::Fifo, b"", 0o644, None),
+                };
             let raw = &mut header.as_old_mut().name;
             raw[..name.len()].copy_from_slice(name.as_bytes());
             if let Some(link) = link {
@@ -584,12 +683,24 @@ mod tests {
         assert_eq!(fs::read(bin.join("tool")).unwrap(), b"#!/bin/sh\n");
         assert_eq!(mode(&bin.join("tool")), 0o755, "setuid dropped, exec kept");
         assert_eq!(mode(&fx.out.join("usr/share/doc")), 0o644);
-        assert_eq!(fs::read_link(bin.join("alias")).unwrap(), PathBuf::from("tool"));
+        assert_eq!(
+            fs::read_link(bin.join("alias")).unwrap(),
+            PathBuf::from("tool")
+        );
         assert_eq!(fs::read(bin.join("copy")).unwrap(), b"#!/bin/sh\n");
-        assert!(!fs::symlink_metadata(bin.join("copy")).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(bin.join("copy"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(
             stats,
-            ImportStats { files: 3, dirs: 3, symlinks: 1, bytes: 24, skipped_special: 0 }
+            ImportStats {
+                files: 3,
+                dirs: 3,
+                symlinks: 1,
+                bytes: 24,
+                skipped_special: 0
+            }
         );
     }
 
@@ -598,7 +709,8 @@ mod tests {
         let fx = Fixture::new();
         let a = tar_bytes(&[E::File("a.txt", b"a", 0o644)]);
         let b = tar_bytes(&[E::File("b.txt", b"b", 0o644)]);
-        fx.import(&[fx.source("a.tar.xz", &xz(&a)), fx.source("b.tar", &b)]).unwrap();
+        fx.import(&[fx.source("a.tar.xz", &xz(&a)), fx.source("b.tar", &b)])
+            .unwrap();
         assert_eq!(fs::read(fx.out.join("a.txt")).unwrap(), b"a");
         assert_eq!(fs::read(fx.out.join("b.txt")).unwrap(), b"b");
     }
@@ -616,7 +728,10 @@ mod tests {
         fx.import(&[fx.source("x_1_amd64.deb", &deb)]).unwrap();
         assert_eq!(fs::read(fx.out.join("bin/busybox")).unwrap(), b"\x7fELF");
         assert_eq!(mode(&fx.out.join("bin/busybox")), 0o755);
-        assert!(!fx.out.join("control").exists(), "control data must not be imported");
+        assert!(
+            !fx.out.join("control").exists(),
+            "control data must not be imported"
+        );
     }
 
     #[test]
@@ -624,8 +739,14 @@ mod tests {
         let fx = Fixture::new();
         let no_data = deb_bytes(&[("debian-binary", b"2.0\n".to_vec())]);
         let err = fx.import(&[fx.source("a.deb", &no_data)]).unwrap_err();
-        assert!(matches!(&err, ImportError::NoDebData { archive } if archive == "a.deb"), "{err}");
-        let zst = deb_bytes(&[("debian-binary", b"2.0\n".to_vec()), ("data.tar.zst", vec![1, 2])]);
+        assert!(
+            matches!(&err, ImportError::NoDebData { archive } if archive == "a.deb"),
+            "{err}"
+        );
+        let zst = deb_bytes(&[
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("data.tar.zst", vec![1, 2]),
+        ]);
         let err = fx.import(&[fx.source("b.deb", &zst)]).unwrap_err();
         assert!(
             matches!(&err, ImportError::UnsupportedCompression { archive, member } if archive == "b.deb" && member == "data.tar.zst"),
@@ -635,14 +756,21 @@ mod tests {
 
     fn assert_unsafe(err: ImportError, archive: &str, entry: &str) {
         match &err {
-            ImportError::UnsafeEntry { archive: a, entry: e, .. } => {
+            ImportError::UnsafeEntry {
+                archive: a,
+                entry: e,
+                ..
+            } => {
                 assert_eq!(a, archive);
                 assert_eq!(e, entry);
             }
             other => panic!("expected UnsafeEntry, got {other:?}"),
         }
         let message = err.to_string();
-        assert!(message.contains(archive) && message.contains(entry), "{message}");
+        assert!(
+            message.contains(archive) && message.contains(entry),
+            "{message}"
+        );
     }
 
     #[test]
@@ -684,15 +812,22 @@ mod tests {
         let err = fx
             .import(&[fx.source("one.tar", &first), fx.source("two.tar", &second)])
             .unwrap_err();
-        assert!(matches!(&err, ImportError::Conflict { path, first, second }
-            if path == Path::new("/etc") && first == "one.tar" && second == "two.tar"), "{err}");
+        assert!(
+            matches!(&err, ImportError::Conflict { path, first, second }
+            if path == Path::new("/etc") && first == "one.tar" && second == "two.tar"),
+            "{err}"
+        );
     }
 
     #[test]
     fn hardlinks_must_name_a_file_written_before() {
         let fx = Fixture::new();
         let tar = tar_bytes(&[E::Hardlink("copy", "../../etc/shadow")]);
-        assert_unsafe(fx.import(&[fx.source("a.tar", &tar)]).unwrap_err(), "a.tar", "../../etc/shadow");
+        assert_unsafe(
+            fx.import(&[fx.source("a.tar", &tar)]).unwrap_err(),
+            "a.tar",
+            "../../etc/shadow",
+        );
         let tar = tar_bytes(&[E::Hardlink("copy", "missing")]);
         let err = fx.import(&[fx.source("b.tar", &tar)]).unwrap_err();
         assert!(matches!(err, ImportError::DanglingHardlink { .. }), "{err}");
@@ -701,22 +836,38 @@ mod tests {
     #[test]
     fn identical_overwrites_pass_and_different_ones_name_both_sources() {
         let fx = Fixture::new();
-        let a = tar_bytes(&[E::File("usr/share/common", b"same", 0o644), E::Symlink("l", "t")]);
-        let b = tar_bytes(&[E::File("usr/share/common", b"same", 0o644), E::Symlink("l", "t")]);
+        let a = tar_bytes(&[
+            E::File("usr/share/common", b"same", 0o644),
+            E::Symlink("l", "t"),
+        ]);
+        let b = tar_bytes(&[
+            E::File("usr/share/common", b"same", 0o644),
+            E::Symlink("l", "t"),
+        ]);
         let c = tar_bytes(&[E::File("usr/share/common", b"different", 0o644)]);
         let sources = [fx.source("a.tar", &a), fx.source("b.tar", &b)];
         assert_eq!(fx.import(&sources).unwrap().files, 1);
 
         let fx = Fixture::new();
-        let err = fx.import(&[fx.source("a.tar", &a), fx.source("c.tar", &c)]).unwrap_err();
+        let err = fx
+            .import(&[fx.source("a.tar", &a), fx.source("c.tar", &c)])
+            .unwrap_err();
         let message = err.to_string();
-        assert!(matches!(&err, ImportError::Conflict { path, first, second }
-            if path == Path::new("/usr/share/common") && first == "a.tar" && second == "c.tar"), "{err}");
-        assert!(message.contains("a.tar") && message.contains("c.tar"), "{message}");
+        assert!(
+            matches!(&err, ImportError::Conflict { path, first, second }
+            if path == Path::new("/usr/share/common") && first == "a.tar" && second == "c.tar"),
+            "{err}"
+        );
+        assert!(
+            message.contains("a.tar") && message.contains("c.tar"),
+            "{message}"
+        );
         // A prefix of the earlier content is different content too.
         let fx = Fixture::new();
         let d = tar_bytes(&[E::File("usr/share/common", b"sam", 0o644)]);
-        assert!(fx.import(&[fx.source("a.tar", &a), fx.source("d.tar", &d)]).is_err());
+        assert!(fx
+            .import(&[fx.source("a.tar", &a), fx.source("d.tar", &d)])
+            .is_err());
     }
 
     #[test]
@@ -755,7 +906,10 @@ mod tests {
         let tar = tar_bytes(&[E::File("usr/bin/gcc", b"gcc", 0o755)]);
         let sources = [fx.source("gcc.tar", &tar), ("overlay".to_string(), overlay)];
         fx.import(&sources).unwrap();
-        assert_eq!(fs::read_link(fx.out.join("usr/bin/cc")).unwrap(), PathBuf::from("gcc"));
+        assert_eq!(
+            fs::read_link(fx.out.join("usr/bin/cc")).unwrap(),
+            PathBuf::from("gcc")
+        );
         assert_eq!(fs::read(fx.out.join("usr/bin/cc")).unwrap(), b"gcc");
     }
 }

@@ -32,25 +32,39 @@ pub enum SourceError {
          otherwise the download was tampered with or corrupted: do not use it.",
         expected.algorithm()
     )]
-    ChecksumMismatch { filename: String, url: String, expected: Checksum, actual: Checksum },
+    ChecksumMismatch {
+        filename: String,
+        url: String,
+        expected: Checksum,
+        actual: Checksum,
+    },
 
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
 
     #[error("{}", render_all_failed(filename, failures))]
-    AllLocationsFailed { filename: String, failures: Vec<SourceError> },
+    AllLocationsFailed {
+        filename: String,
+        failures: Vec<SourceError>,
+    },
 
     #[error("source {filename} has no checksum: pin it with `sha256` (or `blake3`, `md5`)")]
     MissingChecksum { filename: String },
 
-    #[error("source {filename} is a local `file` source: it is staged with stage_local, not fetched")]
+    #[error(
+        "source {filename} is a local `file` source: it is staged with stage_local, not fetched"
+    )]
     NotFetchable { filename: String },
 
     #[error(
         "cannot fetch deb {package}={version}: apt-get was not found ({reason}). \
          `deb` sources need a Debian or Ubuntu host with apt"
     )]
-    AptMissing { package: String, version: String, reason: String },
+    AptMissing {
+        package: String,
+        version: String,
+        reason: String,
+    },
 
     #[error(
         "apt-get download {package}={version} failed:\n{stderr}\n\
@@ -58,10 +72,20 @@ pub enum SourceError {
          version), update the recipe: run `apt-get update && apt-cache show {package}` and pin \
          the new Version and its SHA256 (see docs/toolchain.md)."
     )]
-    DebUnavailable { package: String, version: String, stderr: String },
+    DebUnavailable {
+        package: String,
+        version: String,
+        stderr: String,
+    },
 
-    #[error("apt-get download {package}={version} produced {found} .deb files, expected exactly one")]
-    DebAmbiguous { package: String, version: String, found: usize },
+    #[error(
+        "apt-get download {package}={version} produced {found} .deb files, expected exactly one"
+    )]
+    DebAmbiguous {
+        package: String,
+        version: String,
+        found: usize,
+    },
 
     #[error("unsupported URL {url}: only http://, https:// and file:// are supported")]
     UnsupportedScheme { url: String },
@@ -70,7 +94,11 @@ pub enum SourceError {
         "file source {path} changed since planning\n  expected blake3:{expected}\n  actual   blake3:{actual}\n\
          Re-run forge so the derivation is planned from the current contents."
     )]
-    LocalChanged { path: PathBuf, expected: Digest, actual: Digest },
+    LocalChanged {
+        path: PathBuf,
+        expected: Digest,
+        actual: Digest,
+    },
 
     #[error("cannot hash {path}: {reason}")]
     Hash { path: PathBuf, reason: String },
@@ -89,7 +117,10 @@ fn render_all_failed(filename: &str, failures: &[SourceError]) -> String {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
-    move |source| SourceError::Io { path: path.to_path_buf(), source }
+    move |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Obtain a `url` (then each mirror in order; schemes http, https, file) or `deb`
@@ -104,14 +135,17 @@ pub fn fetch(
     let expected = source
         .checksum
         .as_ref()
-        .ok_or_else(|| SourceError::MissingChecksum { filename: source.filename.clone() })?;
+        .ok_or_else(|| SourceError::MissingChecksum {
+            filename: source.filename.clone(),
+        })?;
     match &source.kind {
-        SourceKind::File { .. } => {
-            Err(SourceError::NotFetchable { filename: source.filename.clone() })
-        }
+        SourceKind::File { .. } => Err(SourceError::NotFetchable {
+            filename: source.filename.clone(),
+        }),
         SourceKind::Url { url, mirrors } => {
-            let locations: Vec<&str> =
-                std::iter::once(url.as_str()).chain(mirrors.iter().map(String::as_str)).collect();
+            let locations: Vec<&str> = std::iter::once(url.as_str())
+                .chain(mirrors.iter().map(String::as_str))
+                .collect();
             fetch_first_good(&source.filename, &locations, expected, dest, progress)
         }
         SourceKind::Deb { package, version } => {
@@ -132,7 +166,12 @@ pub fn verify_file(path: &Path, expected: &Checksum) -> Result<(), SourceError> 
         }
         hasher.update(&buf[..n]);
     }
-    check(hasher.finish(), expected, &file_name_of(path), &format!("file://{}", path.display()))
+    check(
+        hasher.finish(),
+        expected,
+        &file_name_of(path),
+        &format!("file://{}", path.display()),
+    )
 }
 
 /// Copy a `file` source (file or directory, symlinks kept as symlinks) to `dest`
@@ -183,7 +222,10 @@ fn fetch_first_good(
     if failures.len() == 1 {
         return Err(failures.remove(0));
     }
-    Err(SourceError::AllLocationsFailed { filename: filename.to_string(), failures })
+    Err(SourceError::AllLocationsFailed {
+        filename: filename.to_string(),
+        failures,
+    })
 }
 
 fn fetch_one(
@@ -194,7 +236,11 @@ fn fetch_one(
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<(), SourceError> {
     let (mut reader, total) = open_url(url)?;
-    let mut out = OpenOptions::new().write(true).create_new(true).open(dest).map_err(io_err(dest))?;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(io_err(dest))?;
     let actual = copy_hashing(&mut *reader, &mut out, expected, dest, url, total, progress)?;
     out.sync_all().map_err(io_err(dest))?;
     check(actual, expected, filename, url)
@@ -204,13 +250,17 @@ fn fetch_one(
 fn open_url(url: &str) -> Result<(Box<dyn Read>, Option<u64>), SourceError> {
     if let Some(rest) = url.strip_prefix("file://") {
         let path = PathBuf::from(percent_decode(rest));
-        let file = File::open(&path)
-            .map_err(|e| SourceError::Download { url: url.to_string(), reason: e.to_string() })?;
+        let file = File::open(&path).map_err(|e| SourceError::Download {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
         let len = file.metadata().ok().map(|m| m.len());
         return Ok((Box::new(file), len));
     }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(SourceError::UnsupportedScheme { url: url.to_string() });
+        return Err(SourceError::UnsupportedScheme {
+            url: url.to_string(),
+        });
     }
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT)
@@ -221,7 +271,9 @@ fn open_url(url: &str) -> Result<(Box<dyn Read>, Option<u64>), SourceError> {
         url: url.to_string(),
         reason: describe_ureq_error(err),
     })?;
-    let total = response.header("Content-Length").and_then(|v| v.trim().parse().ok());
+    let total = response
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse().ok());
     Ok((Box::new(response.into_reader()), total))
 }
 
@@ -254,7 +306,10 @@ fn copy_hashing(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(SourceError::Download { url: url.to_string(), reason: e.to_string() })
+                return Err(SourceError::Download {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })
             }
         };
         hasher.update(&buf[..n]);
@@ -273,7 +328,12 @@ fn copy_hashing(
     Ok(hasher.finish())
 }
 
-fn check(actual: Checksum, expected: &Checksum, filename: &str, url: &str) -> Result<(), SourceError> {
+fn check(
+    actual: Checksum,
+    expected: &Checksum,
+    filename: &str,
+    url: &str,
+) -> Result<(), SourceError> {
     if actual == *expected {
         return Ok(());
     }
@@ -332,7 +392,9 @@ fn fetch_deb(
     let size = fs::metadata(dest).map(|m| m.len()).map_err(io_err(dest))?;
     progress(size, Some(size));
     let verified = verify_file(dest, expected).map_err(|err| match err {
-        SourceError::ChecksumMismatch { expected, actual, .. } => SourceError::ChecksumMismatch {
+        SourceError::ChecksumMismatch {
+            expected, actual, ..
+        } => SourceError::ChecksumMismatch {
             filename: filename.to_string(),
             url: format!("apt-get download {package}={version}"),
             expected,
@@ -391,7 +453,10 @@ struct ScratchDir(PathBuf);
 impl ScratchDir {
     fn beside(dest: &Path) -> Result<ScratchDir, SourceError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let name = format!(
             ".forge-fetch-{}-{}",
             std::process::id(),
@@ -533,7 +598,9 @@ fn remove_any(path: &Path) {
 }
 
 fn file_name_of(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 #[cfg(test)]
@@ -554,7 +621,11 @@ mod tests {
     }
 
     fn ok(body: &[u8]) -> Route {
-        Route { status: 200, body: body.to_vec(), claimed_len: None }
+        Route {
+            status: 200,
+            body: body.to_vec(),
+            claimed_len: None,
+        }
     }
 
     /// A tiny HTTP/1.0-style server on 127.0.0.1 serving fixed routes; unknown paths 404.
@@ -573,7 +644,11 @@ mod tests {
                         break;
                     }
                 }
-                let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_string();
                 let route = routes.get(path.as_str()).cloned().unwrap_or(Route {
                     status: 404,
                     body: b"not found".to_vec(),
@@ -597,10 +672,17 @@ mod tests {
 
     fn url_source(url: &str, mirrors: &[String], checksum: Checksum) -> Source {
         Source {
-            kind: SourceKind::Url { url: url.to_string(), mirrors: mirrors.to_vec() },
+            kind: SourceKind::Url {
+                url: url.to_string(),
+                mirrors: mirrors.to_vec(),
+            },
             filename: "hello.tar.gz".to_string(),
             checksum: Some(checksum),
-            at: Location { file: "test.toml".into(), line: 1, column: 1 },
+            at: Location {
+                file: "test.toml".into(),
+                line: 1,
+                column: 1,
+            },
         }
     }
 
@@ -615,7 +697,10 @@ mod tests {
         fetch(&source, &dest, &mut |done, total| seen.push((done, total))).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), body);
         assert_eq!(seen.first(), Some(&(0, Some(body.len() as u64))));
-        assert_eq!(seen.last(), Some(&(body.len() as u64, Some(body.len() as u64))));
+        assert_eq!(
+            seen.last(),
+            Some(&(body.len() as u64, Some(body.len() as u64)))
+        );
     }
 
     #[test]
@@ -628,7 +713,12 @@ mod tests {
         let err = fetch(&source, &dest, &mut |_, _| {}).unwrap_err();
         let message = err.to_string();
         match err {
-            SourceError::ChecksumMismatch { expected: e, actual, url, filename } => {
+            SourceError::ChecksumMismatch {
+                expected: e,
+                actual,
+                url,
+                filename,
+            } => {
                 assert_eq!(e, expected);
                 assert_eq!(actual, sha256_of(b"tampered"));
                 assert!(url.ends_with("/hello.tar.gz"));
@@ -664,18 +754,30 @@ mod tests {
         let dest = dir.path().join("hello.tar.gz");
         let missing = format!("{base}/gone/hello.tar.gz");
         let bad = format!("{base}/bad/hello.tar.gz");
-        let source = url_source(&missing, &[bad.clone()], sha256_of(b"right bytes"));
+        let source = url_source(&missing, std::slice::from_ref(&bad), sha256_of(b"right bytes"));
         let err = fetch(&source, &dest, &mut |_, _| {}).unwrap_err();
         let message = err.to_string();
-        assert!(matches!(&err, SourceError::AllLocationsFailed { failures, .. } if failures.len() == 2));
-        assert!(message.contains(&format!("download of {missing} failed: HTTP 404")), "{message}");
-        assert!(message.contains(&format!("checksum mismatch for hello.tar.gz from {bad}")), "{message}");
+        assert!(
+            matches!(&err, SourceError::AllLocationsFailed { failures, .. } if failures.len() == 2)
+        );
+        assert!(
+            message.contains(&format!("download of {missing} failed: HTTP 404")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("checksum mismatch for hello.tar.gz from {bad}")),
+            "{message}"
+        );
         assert!(!dest.exists());
     }
 
     #[test]
     fn a_truncated_transfer_is_a_download_error() {
-        let route = Route { status: 200, body: b"short".to_vec(), claimed_len: Some(100) };
+        let route = Route {
+            status: 200,
+            body: b"short".to_vec(),
+            claimed_len: Some(100),
+        };
         let base = serve(HashMap::from([("/t", route)]));
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("t");
@@ -692,7 +794,12 @@ mod tests {
         fs::write(&src, b"local bytes").unwrap();
         let url = format!("file://{}", src.display()).replace(' ', "%20");
         let dest = dir.path().join("out.txt");
-        fetch(&url_source(&url, &[], sha256_of(b"local bytes")), &dest, &mut |_, _| {}).unwrap();
+        fetch(
+            &url_source(&url, &[], sha256_of(b"local bytes")),
+            &dest,
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"local bytes");
     }
 
@@ -706,7 +813,9 @@ mod tests {
             Err(SourceError::UnsupportedScheme { .. })
         ));
         let mut local = ftp.clone();
-        local.kind = SourceKind::File { path: dir.path().to_path_buf() };
+        local.kind = SourceKind::File {
+            path: dir.path().to_path_buf(),
+        };
         assert!(matches!(
             fetch(&local, &dest, &mut |_, _| {}),
             Err(SourceError::NotFetchable { .. })
@@ -724,7 +833,10 @@ mod tests {
             verify_file(&path, &good).unwrap();
         }
         let bad = Checksum::Blake3(Digest::of(b"abd"));
-        assert!(matches!(verify_file(&path, &bad), Err(SourceError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            verify_file(&path, &bad),
+            Err(SourceError::ChecksumMismatch { .. })
+        ));
     }
 
     #[test]
@@ -748,7 +860,10 @@ mod tests {
         let planned = tree_hash(&src).unwrap();
         let dest = dir.path().join("staged");
         stage_local(&src, &dest, &planned).unwrap();
-        assert_eq!(fs::read_link(dest.join("link.c")).unwrap(), PathBuf::from("main.c"));
+        assert_eq!(
+            fs::read_link(dest.join("link.c")).unwrap(),
+            PathBuf::from("main.c")
+        );
         assert_eq!(fs::read(dest.join("sub/data")).unwrap(), b"data");
         assert_eq!(tree_hash(&dest).unwrap(), planned);
     }
