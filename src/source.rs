@@ -1,3 +1,900 @@
-//! Sources: make each `[[source]]` of a derivation present in the store (from a
-//! local file, a URL and its mirrors, or a Debian package), verified against its
-//! checksum, and stage them into a build's `$FORGE_SOURCES`.
+//! Sources: obtain each `[[source]]` of a recipe as a verified file, ready for the
+//! store. A `url` source is downloaded (then each mirror in turn), a `deb` source is
+//! fetched with `apt-get download`, both checked against the recipe's pinned
+//! checksum while the bytes stream to disk. A `file` source is copied (symlinks kept)
+//! and checked against the BLAKE3 tree hash computed when planning, so the build
+//! sees exactly the bytes that were hashed into its derivation.
+//!
+//! This module knows nothing of the store: the executor decides where `dest` is and
+//! registers the result.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::hash::{Checksum, Digest};
+use crate::recipe::{Source, SourceKind};
+
+const CHUNK: usize = 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per-read timeout: a stalled transfer fails, a slow but moving one does not.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "checksum mismatch for {filename} from {url}\n  expected {expected}\n  actual   {actual}\n\
+         The file differs from the one the recipe pins. If the publisher really changed it, \
+         check the new checksum against the publisher's own and update the recipe's `{}` key; \
+         otherwise the download was tampered with or corrupted: do not use it.",
+        expected.algorithm()
+    )]
+    ChecksumMismatch {
+        filename: String,
+        url: String,
+        expected: Checksum,
+        actual: Checksum,
+    },
+
+    #[error("download of {url} failed: {reason}")]
+    Download { url: String, reason: String },
+
+    #[error("{}", render_all_failed(filename, failures))]
+    AllLocationsFailed {
+        filename: String,
+        failures: Vec<SourceError>,
+    },
+
+    #[error("source {filename} has no checksum: pin it with `sha256` (or `blake3`, `md5`)")]
+    MissingChecksum { filename: String },
+
+    #[error(
+        "source {filename} is a local `file` source: it is staged with stage_local, not fetched"
+    )]
+    NotFetchable { filename: String },
+
+    #[error(
+        "cannot fetch deb {package}={version}: apt-get was not found ({reason}). \
+         `deb` sources need a Debian or Ubuntu host with apt"
+    )]
+    AptMissing {
+        package: String,
+        version: String,
+        reason: String,
+    },
+
+    #[error(
+        "apt-get download {package}={version} failed:\n{stderr}\n\
+         If the Debian archive moved on (a point release or security update replaced this \
+         version), update the recipe: run `apt-get update && apt-cache show {package}` and pin \
+         the new Version and its SHA256 (see docs/toolchain.md)."
+    )]
+    DebUnavailable {
+        package: String,
+        version: String,
+        stderr: String,
+    },
+
+    #[error(
+        "apt-get download {package}={version} produced {found} .deb files, expected exactly one"
+    )]
+    DebAmbiguous {
+        package: String,
+        version: String,
+        found: usize,
+    },
+
+    #[error("unsupported URL {url}: only http://, https:// and file:// are supported")]
+    UnsupportedScheme { url: String },
+
+    #[error(
+        "file source {path} changed since planning\n  expected blake3:{expected}\n  actual   blake3:{actual}\n\
+         Re-run forge so the derivation is planned from the current contents."
+    )]
+    LocalChanged {
+        path: PathBuf,
+        expected: Digest,
+        actual: Digest,
+    },
+
+    #[error("cannot hash {path}: {reason}")]
+    Hash { path: PathBuf, reason: String },
+
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn render_all_failed(filename: &str, failures: &[SourceError]) -> String {
+    let mut text = format!("every location for {filename} failed:");
+    for failure in failures {
+        text.push_str("\n  - ");
+        text.push_str(&failure.to_string().replace('\n', "\n    "));
+    }
+    text
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
+    move |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Obtain a `url` (then each mirror in order; schemes http, https, file) or `deb`
+/// source into `dest` (a new file), verifying it against the source's checksum.
+/// `progress` receives (bytes so far, total if known); it restarts at 0 for each
+/// mirror tried. On failure `dest` does not exist.
+pub fn fetch(
+    source: &Source,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<(), SourceError> {
+    let expected = source
+        .checksum
+        .as_ref()
+        .ok_or_else(|| SourceError::MissingChecksum {
+            filename: source.filename.clone(),
+        })?;
+    match &source.kind {
+        SourceKind::File { .. } => Err(SourceError::NotFetchable {
+            filename: source.filename.clone(),
+        }),
+        SourceKind::Url { url, mirrors } => {
+            let locations: Vec<&str> = std::iter::once(url.as_str())
+                .chain(mirrors.iter().map(String::as_str))
+                .collect();
+            fetch_first_good(&source.filename, &locations, expected, dest, progress)
+        }
+        SourceKind::Deb { package, version } => {
+            fetch_deb(&source.filename, package, version, expected, dest, progress)
+        }
+    }
+}
+
+/// Compute `expected`'s algorithm over the file and compare.
+pub fn verify_file(path: &Path, expected: &Checksum) -> Result<(), SourceError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut hasher = Hasher::like(expected);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    check(
+        hasher.finish(),
+        expected,
+        &file_name_of(path),
+        &format!("file://{}", path.display()),
+    )
+}
+
+/// Copy a `file` source (file or directory, symlinks kept as symlinks) to `dest`
+/// and check its BLAKE3 tree hash equals `expected` (what planning computed), so
+/// the build sees exactly what was hashed. On a mismatch `dest` is removed.
+pub fn stage_local(path: &Path, dest: &Path, expected: &Digest) -> Result<(), SourceError> {
+    copy_preserving(path, dest)?;
+    let actual = match tree_hash(dest) {
+        Ok(actual) => actual,
+        Err(err) => {
+            remove_any(dest);
+            return Err(err);
+        }
+    };
+    if actual != *expected {
+        remove_any(dest);
+        return Err(SourceError::LocalChanged {
+            path: path.to_path_buf(),
+            expected: *expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// URLs and mirrors
+
+/// Try each location in order; the first one whose bytes verify wins.
+fn fetch_first_good(
+    filename: &str,
+    locations: &[&str],
+    expected: &Checksum,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<(), SourceError> {
+    let mut failures = Vec::new();
+    for url in locations {
+        match fetch_one(filename, url, expected, dest, progress) {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                remove_any(dest);
+                failures.push(err);
+            }
+        }
+    }
+    // One location: its own error is the clearest message.
+    if failures.len() == 1 {
+        return Err(failures.remove(0));
+    }
+    Err(SourceError::AllLocationsFailed {
+        filename: filename.to_string(),
+        failures,
+    })
+}
+
+fn fetch_one(
+    filename: &str,
+    url: &str,
+    expected: &Checksum,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<(), SourceError> {
+    let (mut reader, total) = open_url(url)?;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(io_err(dest))?;
+    let actual = copy_hashing(&mut *reader, &mut out, expected, dest, url, total, progress)?;
+    out.sync_all().map_err(io_err(dest))?;
+    check(actual, expected, filename, url)
+}
+
+/// Open a URL for streaming; returns the body reader and its length if known.
+fn open_url(url: &str) -> Result<(Box<dyn Read>, Option<u64>), SourceError> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        let path = PathBuf::from(percent_decode(rest));
+        let file = File::open(&path).map_err(|e| SourceError::Download {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let len = file.metadata().ok().map(|m| m.len());
+        return Ok((Box::new(file), len));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(SourceError::UnsupportedScheme {
+            url: url.to_string(),
+        });
+    }
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(CONNECT_TIMEOUT)
+        .timeout_read(READ_TIMEOUT)
+        .user_agent(concat!("forge/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let response = agent.get(url).call().map_err(|err| SourceError::Download {
+        url: url.to_string(),
+        reason: describe_ureq_error(err),
+    })?;
+    let total = response
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse().ok());
+    Ok((Box::new(response.into_reader()), total))
+}
+
+fn describe_ureq_error(err: ureq::Error) -> String {
+    match err {
+        ureq::Error::Status(code, response) => {
+            format!("HTTP {code} {}", response.status_text())
+        }
+        ureq::Error::Transport(transport) => transport.to_string(),
+    }
+}
+
+/// Stream `reader` into `out`, hashing as it goes; never holds the whole file.
+fn copy_hashing(
+    reader: &mut dyn Read,
+    out: &mut File,
+    expected: &Checksum,
+    dest: &Path,
+    url: &str,
+    total: Option<u64>,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Checksum, SourceError> {
+    let mut hasher = Hasher::like(expected);
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    progress(0, total);
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(SourceError::Download {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(io_err(dest))?;
+        done += n as u64;
+        progress(done, total);
+    }
+    if let Some(total) = total {
+        if done != total {
+            return Err(SourceError::Download {
+                url: url.to_string(),
+                reason: format!("connection closed after {done} of {total} bytes"),
+            });
+        }
+    }
+    Ok(hasher.finish())
+}
+
+fn check(
+    actual: Checksum,
+    expected: &Checksum,
+    filename: &str,
+    url: &str,
+) -> Result<(), SourceError> {
+    if actual == *expected {
+        return Ok(());
+    }
+    Err(SourceError::ChecksumMismatch {
+        filename: filename.to_string(),
+        url: url.to_string(),
+        expected: expected.clone(),
+        actual,
+    })
+}
+
+/// Decode `%XX` escapes of a file:// URL path; malformed escapes are kept verbatim.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Debian packages
+
+/// `apt-get download PKG=VER` in a private directory beside `dest`, then move the
+/// single .deb into place and verify it against the recipe's pin. apt checks the
+/// file against the signed archive index too; our check catches a recipe whose
+/// pin disagrees with the archive.
+fn fetch_deb(
+    filename: &str,
+    package: &str,
+    version: &str,
+    expected: &Checksum,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<(), SourceError> {
+    let work = ScratchDir::beside(dest)?;
+    run_apt_download(package, version, work.path())?;
+    let deb = single_deb(work.path(), package, version)?;
+    fs::rename(&deb, dest).map_err(io_err(dest))?;
+    let size = fs::metadata(dest).map(|m| m.len()).map_err(io_err(dest))?;
+    progress(size, Some(size));
+    let verified = verify_file(dest, expected).map_err(|err| match err {
+        SourceError::ChecksumMismatch {
+            expected, actual, ..
+        } => SourceError::ChecksumMismatch {
+            filename: filename.to_string(),
+            url: format!("apt-get download {package}={version}"),
+            expected,
+            actual,
+        },
+        other => other,
+    });
+    if verified.is_err() {
+        remove_any(dest);
+    }
+    verified
+}
+
+fn run_apt_download(package: &str, version: &str, dir: &Path) -> Result<(), SourceError> {
+    let output = Command::new("apt-get")
+        .args(["download", "-q"])
+        .arg(format!("{package}={version}"))
+        .current_dir(dir)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| SourceError::AptMissing {
+            package: package.to_string(),
+            version: version.to_string(),
+            reason: e.to_string(),
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(SourceError::DebUnavailable {
+        package: package.to_string(),
+        version: version.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    })
+}
+
+fn single_deb(dir: &Path, package: &str, version: &str) -> Result<PathBuf, SourceError> {
+    let mut debs: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "deb"))
+        .collect();
+    if debs.len() != 1 {
+        return Err(SourceError::DebAmbiguous {
+            package: package.to_string(),
+            version: version.to_string(),
+            found: debs.len(),
+        });
+    }
+    Ok(debs.remove(0))
+}
+
+/// A directory created beside a destination (same file system, so a rename into
+/// place is atomic) and removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn beside(dest: &Path) -> Result<ScratchDir, SourceError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = format!(
+            ".forge-fetch-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = parent.join(name);
+        fs::create_dir(&path).map_err(io_err(&path))?;
+        Ok(ScratchDir(path))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hashing
+
+/// Incremental hasher for whichever algorithm a checksum uses.
+enum Hasher {
+    Sha256(sha2::Sha256),
+    Md5(md5::Md5),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Hasher {
+    fn like(expected: &Checksum) -> Hasher {
+        use md5::Digest as _;
+        match expected {
+            Checksum::Sha256(_) => Hasher::Sha256(sha2::Sha256::new()),
+            Checksum::Md5(_) => Hasher::Md5(md5::Md5::new()),
+            Checksum::Blake3(_) => Hasher::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+    fn update(&mut self, bytes: &[u8]) {
+        use md5::Digest as _;
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Md5(h) => h.update(bytes),
+            Hasher::Blake3(h) => {
+                h.update(bytes);
+            }
+        }
+    }
+    fn finish(self) -> Checksum {
+        use md5::Digest as _;
+        match self {
+            Hasher::Sha256(h) => Checksum::Sha256(h.finalize().into()),
+            Hasher::Md5(h) => Checksum::Md5(h.finalize().into()),
+            Hasher::Blake3(h) => Checksum::Blake3(h.finalize().into()),
+        }
+    }
+}
+
+// TEMP until tree.rs lands: the lead replaces this with `crate::tree::hash_path(path)?.digest`.
+// A minimal Merkle hash (regular files, executables, symlinks, directories) so that
+// directory `file` sources can be staged and tested before the real tree hash exists.
+fn tree_hash(path: &Path) -> Result<Digest, SourceError> {
+    let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
+    let mut hasher = blake3::Hasher::new();
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(path).map_err(io_err(path))?;
+        hasher.update(b"link\0");
+        hasher.update(target.as_os_str().as_encoded_bytes());
+    } else if meta.is_dir() {
+        hasher.update(b"dir\0");
+        let mut names: Vec<_> = fs::read_dir(path)
+            .map_err(io_err(path))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err(path))?;
+        names.sort();
+        for name in names {
+            hasher.update(name.as_encoded_bytes());
+            hasher.update(b"\0");
+            hasher.update(tree_hash(&path.join(&name))?.0.as_slice());
+        }
+    } else if meta.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let exec = meta.permissions().mode() & 0o111 != 0;
+        hasher.update(if exec { b"exec\0" } else { b"file\0" });
+        hasher.update(blake3::hash(&fs::read(path).map_err(io_err(path))?).as_bytes());
+    } else {
+        return Err(SourceError::Hash {
+            path: path.to_path_buf(),
+            reason: "not a regular file, directory or symlink".to_string(),
+        });
+    }
+    Ok(hasher.finalize().into())
+}
+
+// ---------------------------------------------------------------------------
+// Local copies
+
+/// Copy a file, symlink or directory tree to `dest` (which must not exist),
+/// keeping symlinks as symlinks and the executable bit of files.
+fn copy_preserving(src: &Path, dest: &Path) -> Result<(), SourceError> {
+    let meta = fs::symlink_metadata(src).map_err(io_err(src))?;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = fs::read_link(src).map_err(io_err(src))?;
+        std::os::unix::fs::symlink(target, dest).map_err(io_err(dest))
+    } else if kind.is_dir() {
+        fs::create_dir(dest).map_err(io_err(dest))?;
+        for entry in fs::read_dir(src).map_err(io_err(src))? {
+            let entry = entry.map_err(io_err(src))?;
+            copy_preserving(&entry.path(), &dest.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else if kind.is_file() {
+        if dest.symlink_metadata().is_ok() {
+            return Err(SourceError::Io {
+                path: dest.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "destination exists"),
+            });
+        }
+        fs::copy(src, dest).map_err(io_err(dest)).map(|_| ())
+    } else {
+        Err(SourceError::Hash {
+            path: src.to_path_buf(),
+            reason: "a file source may contain only files, directories and symlinks".to_string(),
+        })
+    }
+}
+
+fn remove_any(path: &Path) {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    };
+    // Best effort: the caller already reports the error that made us clean up.
+    let _ = result;
+}
+
+fn file_name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::Location;
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    /// A route of the test server: status code, body, and a Content-Length that
+    /// may lie (to simulate a truncated transfer).
+    #[derive(Clone)]
+    struct Route {
+        status: u16,
+        body: Vec<u8>,
+        claimed_len: Option<usize>,
+    }
+
+    fn ok(body: &[u8]) -> Route {
+        Route {
+            status: 200,
+            body: body.to_vec(),
+            claimed_len: None,
+        }
+    }
+
+    /// A tiny HTTP/1.0-style server on 127.0.0.1 serving fixed routes; unknown paths 404.
+    fn serve(routes: HashMap<&'static str, Route>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                        break;
+                    }
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_string();
+                let route = routes.get(path.as_str()).cloned().unwrap_or(Route {
+                    status: 404,
+                    body: b"not found".to_vec(),
+                    claimed_len: None,
+                });
+                let len = route.claimed_len.unwrap_or(route.body.len());
+                let head = format!(
+                    "HTTP/1.1 {} X\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+                    route.status
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&route.body);
+            }
+        });
+        base
+    }
+
+    fn sha256_of(bytes: &[u8]) -> Checksum {
+        Checksum::Sha256([0; 32]).compute_like(bytes)
+    }
+
+    fn url_source(url: &str, mirrors: &[String], checksum: Checksum) -> Source {
+        Source {
+            kind: SourceKind::Url {
+                url: url.to_string(),
+                mirrors: mirrors.to_vec(),
+            },
+            filename: "hello.tar.gz".to_string(),
+            checksum: Some(checksum),
+            at: Location {
+                file: "test.toml".into(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn downloads_and_verifies_with_progress() {
+        let body = b"forge source bytes".repeat(10_000);
+        let base = serve(HashMap::from([("/hello.tar.gz", ok(&body))]));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("hello.tar.gz");
+        let mut seen = Vec::new();
+        let source = url_source(&format!("{base}/hello.tar.gz"), &[], sha256_of(&body));
+        fetch(&source, &dest, &mut |done, total| seen.push((done, total))).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), body);
+        assert_eq!(seen.first(), Some(&(0, Some(body.len() as u64))));
+        assert_eq!(
+            seen.last(),
+            Some(&(body.len() as u64, Some(body.len() as u64)))
+        );
+    }
+
+    #[test]
+    fn mismatch_names_both_checksums_and_leaves_nothing() {
+        let base = serve(HashMap::from([("/hello.tar.gz", ok(b"tampered"))]));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("hello.tar.gz");
+        let expected = sha256_of(b"original");
+        let source = url_source(&format!("{base}/hello.tar.gz"), &[], expected.clone());
+        let err = fetch(&source, &dest, &mut |_, _| {}).unwrap_err();
+        let message = err.to_string();
+        match err {
+            SourceError::ChecksumMismatch {
+                expected: e,
+                actual,
+                url,
+                filename,
+            } => {
+                assert_eq!(e, expected);
+                assert_eq!(actual, sha256_of(b"tampered"));
+                assert!(url.ends_with("/hello.tar.gz"));
+                assert_eq!(filename, "hello.tar.gz");
+            }
+            other => panic!("expected ChecksumMismatch, got {other:?}"),
+        }
+        assert!(message.contains(&expected.hex()), "{message}");
+        assert!(message.contains(&sha256_of(b"tampered").hex()), "{message}");
+        assert!(message.contains("`sha256` key"), "{message}");
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn a_404_falls_through_to_the_next_mirror() {
+        let body = b"from the mirror";
+        let base = serve(HashMap::from([("/mirror/hello.tar.gz", ok(body))]));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("hello.tar.gz");
+        let source = url_source(
+            &format!("{base}/gone/hello.tar.gz"),
+            &[format!("{base}/mirror/hello.tar.gz")],
+            sha256_of(body),
+        );
+        fetch(&source, &dest, &mut |_, _| {}).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), body);
+    }
+
+    #[test]
+    fn every_failed_location_is_reported() {
+        let base = serve(HashMap::from([("/bad/hello.tar.gz", ok(b"wrong bytes"))]));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("hello.tar.gz");
+        let missing = format!("{base}/gone/hello.tar.gz");
+        let bad = format!("{base}/bad/hello.tar.gz");
+        let source = url_source(&missing, std::slice::from_ref(&bad), sha256_of(b"right bytes"));
+        let err = fetch(&source, &dest, &mut |_, _| {}).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(&err, SourceError::AllLocationsFailed { failures, .. } if failures.len() == 2)
+        );
+        assert!(
+            message.contains(&format!("download of {missing} failed: HTTP 404")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("checksum mismatch for hello.tar.gz from {bad}")),
+            "{message}"
+        );
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn a_truncated_transfer_is_a_download_error() {
+        let route = Route {
+            status: 200,
+            body: b"short".to_vec(),
+            claimed_len: Some(100),
+        };
+        let base = serve(HashMap::from([("/t", route)]));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("t");
+        let source = url_source(&format!("{base}/t"), &[], sha256_of(b"short"));
+        let err = fetch(&source, &dest, &mut |_, _| {}).unwrap_err();
+        assert!(matches!(err, SourceError::Download { .. }), "{err:?}");
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn file_urls_are_read_locally_and_percent_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("with space.txt");
+        fs::write(&src, b"local bytes").unwrap();
+        let url = format!("file://{}", src.display()).replace(' ', "%20");
+        let dest = dir.path().join("out.txt");
+        fetch(
+            &url_source(&url, &[], sha256_of(b"local bytes")),
+            &dest,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"local bytes");
+    }
+
+    #[test]
+    fn unsupported_schemes_and_file_sources_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("x");
+        let ftp = url_source("ftp://example.invalid/x", &[], sha256_of(b""));
+        assert!(matches!(
+            fetch(&ftp, &dest, &mut |_, _| {}),
+            Err(SourceError::UnsupportedScheme { .. })
+        ));
+        let mut local = ftp.clone();
+        local.kind = SourceKind::File {
+            path: dir.path().to_path_buf(),
+        };
+        assert!(matches!(
+            fetch(&local, &dest, &mut |_, _| {}),
+            Err(SourceError::NotFetchable { .. })
+        ));
+    }
+
+    #[test]
+    fn verify_file_supports_each_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"abc").unwrap();
+        let md5 = Checksum::Md5([0; 16]).compute_like(b"abc");
+        assert_eq!(md5.hex(), "900150983cd24fb0d6963f7d28e17f72");
+        for good in [sha256_of(b"abc"), md5, Checksum::Blake3(Digest::of(b"abc"))] {
+            verify_file(&path, &good).unwrap();
+        }
+        let bad = Checksum::Blake3(Digest::of(b"abd"));
+        assert!(matches!(
+            verify_file(&path, &bad),
+            Err(SourceError::ChecksumMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn percent_decoding_keeps_malformed_escapes() {
+        assert_eq!(percent_decode("/a%20b%2"), "/a b%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
+
+    fn sample_tree(root: &Path) {
+        fs::create_dir_all(root.join("src/sub")).unwrap();
+        fs::write(root.join("src/main.c"), b"int main(void){return 0;}\n").unwrap();
+        fs::write(root.join("src/sub/data"), b"data").unwrap();
+        std::os::unix::fs::symlink("main.c", root.join("src/link.c")).unwrap();
+    }
+
+    #[test]
+    fn stage_local_copies_directories_keeping_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_tree(dir.path());
+        let src = dir.path().join("src");
+        let planned = tree_hash(&src).unwrap();
+        let dest = dir.path().join("staged");
+        stage_local(&src, &dest, &planned).unwrap();
+        assert_eq!(
+            fs::read_link(dest.join("link.c")).unwrap(),
+            PathBuf::from("main.c")
+        );
+        assert_eq!(fs::read(dest.join("sub/data")).unwrap(), b"data");
+        assert_eq!(tree_hash(&dest).unwrap(), planned);
+    }
+
+    #[test]
+    fn stage_local_refuses_a_source_changed_since_planning() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_tree(dir.path());
+        let src = dir.path().join("src");
+        let planned = tree_hash(&src).unwrap();
+        fs::write(src.join("sub/data"), b"edited").unwrap();
+        let dest = dir.path().join("staged");
+        let err = stage_local(&src, &dest, &planned).unwrap_err();
+        match &err {
+            SourceError::LocalChanged { path, expected, .. } => {
+                assert_eq!(path, &src);
+                assert_eq!(expected, &planned);
+            }
+            other => panic!("expected LocalChanged, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&planned.to_hex()));
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn stage_local_handles_a_single_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("fix.patch");
+        fs::write(&src, b"--- a\n+++ b\n").unwrap();
+        let dest = dir.path().join("staged.patch");
+        stage_local(&src, &dest, &tree_hash(&src).unwrap()).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"--- a\n+++ b\n");
+    }
+}
