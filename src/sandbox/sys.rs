@@ -77,16 +77,24 @@ pub(crate) fn close_fds_except(keep: RawFd) {
 }
 
 /// Restores default dispositions and an empty signal mask. Ignored signals
-/// survive `execve`, and the Rust runtime ignores SIGPIPE: without this,
-/// `yes | head` inside a build would behave differently than on a terminal.
+/// survive `execve`, and the Rust runtime ignores SIGPIPE (as may whoever
+/// started forge, e.g. SIGQUIT or glibc's reserved real-time signals): without
+/// this, `yes | head` inside a build would behave differently than on a terminal.
 pub(crate) fn reset_signals() {
-    for signal in 1..libc::SIGRTMAX() {
+    // The raw system call, because glibc's sigaction refuses the real-time
+    // signals it reserves. An all-zero kernel `struct sigaction` means SIG_DFL,
+    // no flags, empty mask whatever the architecture's field order.
+    let default_action = [0u64; 6];
+    let sigset_size: libc::size_t = if cfg!(any(target_arch = "mips", target_arch = "mips64")) { 16 } else { 8 };
+    for signal in 1..=libc::SIGRTMAX() {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL is always valid; errors for reserved
-        // real-time signals used by libc are harmless and ignored.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
+        // SAFETY: the action buffer is larger than any kernel struct sigaction
+        // and lives across the call; the old-action pointer is null.
+        unsafe {
+            libc::syscall(libc::SYS_rt_sigaction, signal, default_action.as_ptr(), std::ptr::null_mut::<u8>(), sigset_size);
+        }
     }
     // SAFETY: a zeroed sigset_t emptied by sigemptyset is a valid empty mask.
     unsafe {
