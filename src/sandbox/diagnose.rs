@@ -6,6 +6,8 @@ use std::fs;
 
 use nix::errno::Errno;
 
+use super::init::PROC_FS;
+
 /// The kernel settings that commonly forbid (unprivileged) user namespaces.
 /// `None` means the knob does not exist on this kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,16 +63,22 @@ fn likely_cause(step: &str, errno: Option<Errno>, knobs: &KernelKnobs, is_root: 
         return "A namespace limit is exhausted (user.max_user_namespaces, user.max_net_namespaces, \
                 user.max_pid_namespaces, ...); raise it with sysctl or wait for other sandboxes to exit.";
     }
-    if step.contains("/proc") {
+    if step.starts_with(&format!("mounting {PROC_FS} ")) {
         return "The kernel refuses a fresh /proc inside a user namespace when the existing /proc is \
                 partly covered by other mounts, which is typical inside containers; run forge on the \
                 host or in a container with an unmasked /proc (e.g. Docker's \
                 --security-opt systempaths=unconfined).";
     }
-    "The kernel or a security policy refused to create namespaces; inside a container a seccomp \
-     filter is the usual cause (Docker: --security-opt seccomp=unconfined, or a privileged \
-     container); on the host check the sysctls user.max_user_namespaces and \
-     kernel.unprivileged_userns_clone."
+    if is_root {
+        "The kernel or a security policy refused to create namespaces; inside a container a \
+         seccomp filter is the usual cause (Docker: --security-opt seccomp=unconfined, or a \
+         privileged container); on the host check the sysctl user.max_user_namespaces."
+    } else {
+        "The kernel or a security policy refused to create namespaces; inside a container a \
+         seccomp filter is the usual cause (Docker: --security-opt seccomp=unconfined); on the \
+         host check the sysctls user.max_user_namespaces and kernel.unprivileged_userns_clone, \
+         and whether an LSM (AppArmor, SELinux) restricts unprivileged user namespaces."
+    }
 }
 
 #[cfg(test)]
@@ -108,7 +116,8 @@ mod tests {
     fn exhausted_limits_and_masked_proc_and_seccomp() {
         let knobs = KernelKnobs::default();
         assert!(explain_refusal("unshare", Some(libc::ENOSPC), &knobs, false).contains("limit is exhausted"));
-        assert!(explain_refusal("mounting /proc", EPERM, &knobs, false).contains("unmasked /proc"));
+        assert!(explain_refusal("mounting proc on /s/root/proc", EPERM, &knobs, false).contains("unmasked /proc"));
+        assert!(!explain_refusal("writing /proc/self/uid_map", EPERM, &knobs, false).contains("unmasked /proc"));
         assert!(explain_refusal("unshare", EPERM, &knobs, true).contains("seccomp"));
     }
 }

@@ -49,6 +49,8 @@ const DEV_SYMLINKS: &[(&str, &str)] = &[
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
 ];
+/// The file system type of /proc; `diagnose` recognizes its mount step by it.
+pub(crate) const PROC_FS: &str = "proc";
 /// PATH used to find `argv[0]` when the build's environment has none.
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
@@ -94,7 +96,7 @@ fn mount_filesystems(spec: &HelperSpec) -> Result<(), SetupFailure> {
     mount_tmpfs(&root.join("tmp"), "mode=1777")?;
     mount_dev(&root.join("dev"))?;
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_step(Some(Path::new("proc")), &root.join("proc"), Some("proc"), proc_flags, None)
+    mount_step(Some(Path::new("proc")), &root.join("proc"), Some(PROC_FS), proc_flags, None)
         .map_err(|f| f.refused_if(&[Errno::EPERM]))?;
     // Last: the submounts above keep their own (writable) flags.
     remount_read_only(root)
@@ -294,6 +296,12 @@ fn read_exec_failure(pipe: OwnedFd) -> Option<SetupFailure> {
 fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd) -> SetupFailure {
     if let Err(e) = nix::unistd::setsid() {
         return SetupFailure::from_errno("starting a new session for the build", e);
+    }
+    // Undo pid 1's setting inherited through fork: a non-dumpable process's
+    // /proc/self files belong to the host's root, so an ordinary user could not
+    // write the id maps below. execve re-evaluates it anyway.
+    if let Err(e) = nix::sys::prctl::set_dumpable(true) {
+        return SetupFailure::from_errno("making the build process dumpable", e);
     }
     if let Err(failure) = lock_mounts() {
         return failure;
