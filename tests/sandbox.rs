@@ -155,10 +155,10 @@ fn loopback_is_up_and_host_loopback_unreachable() {
     std::net::TcpStream::connect(("127.0.0.1", host_port)).unwrap();
     let script = format!(
         "if echo x | nc -w 2 127.0.0.1 {host_port} 2>/tmp/err; then echo HOST-REACHABLE; else echo \"host: $(cat /tmp/err)\"; fi\n\
-         nc -l -p 7777 > /tmp/got &\n\
-         for i in 1 2 3 4 5 6 7 8 9 10; do echo ping-inside | nc 127.0.0.1 7777 2>/dev/null && break; sleep 0.1; done\n\
-         wait\n\
-         cat /tmp/got\n\
+         mkdir /tmp/www && echo ping-inside > /tmp/www/index.html\n\
+         httpd -f -p 127.0.0.1:7777 -h /tmp/www &\n\
+         for i in $(seq 50); do wget -q -O - http://127.0.0.1:7777/ 2>/dev/null && break; sleep 0.1; done\n\
+         kill %1\n\
          ip -o link | cut -d: -f2 | tr -d ' \\n'; echo"
     );
     let log = fx.run_ok(&script);
@@ -300,6 +300,54 @@ fn background_processes_die_when_the_build_exits() {
     assert!(!host_process_with_cmdline(&["sleep", &marker]), "a background sleep {marker} survived the build");
 }
 
+/// Polls until `condition` holds or `limit` passes; returns whether it held.
+fn eventually(limit: Duration, condition: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
+
+const PARENT_MARKER_VAR: &str = "FORGE_SANDBOX_TEST_PARENT_MARKER";
+
+#[test]
+fn build_dies_with_the_forge_process() {
+    let marker = (std::process::id() % 50_000 + 110_000).to_string();
+    // A separate "forge" process (this test binary running the helper test
+    // below) starts a long build and is then killed with SIGKILL.
+    let mut parent = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sandbox_parent_for_death_test", "--ignored", "--nocapture"])
+        .env(PARENT_MARKER_VAR, &marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = eventually(Duration::from_secs(20), || host_process_with_cmdline(&["sleep", &marker]));
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    assert!(started, "the build in the child forge process never started");
+    assert!(
+        eventually(Duration::from_secs(5), || !host_process_with_cmdline(&["sleep", &marker])),
+        "the build outlived the forge process that started it"
+    );
+}
+
+/// Not a test on its own: the "forge process" that `build_dies_with_the_forge_process` kills.
+#[test]
+#[ignore = "started by build_dies_with_the_forge_process"]
+fn sandbox_parent_for_death_test() {
+    let marker = std::env::var(PARENT_MARKER_VAR).expect("run only by build_dies_with_the_forge_process");
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&format!("sleep {marker}"));
+    spec.timeout = Some(Duration::from_secs(30));
+    let outcome = sandbox::run(&spec);
+    panic!("the parent should have been killed while the build ran, got {outcome:?}");
+}
+
 #[test]
 fn no_signal_is_ignored_or_blocked() {
     // forge ignores SIGPIPE (Rust runtime) and whoever started the tests may
@@ -357,6 +405,40 @@ fn setup_errors_are_errors_not_build_failures() {
     let mut spec = fx.spec("true");
     spec.helper_exe = fx.tmp.path().join("no-such-forge");
     assert!(matches!(sandbox::run(&spec), Err(SandboxError::HelperSpawn { .. })));
+}
+
+/// A kernel that refuses namespaces: the helper runs inside a user namespace
+/// whose user.max_user_namespaces is 0 (a per-namespace sysctl), so its
+/// unshare fails as it would on a locked-down host.
+#[test]
+fn kernel_refusal_is_unsupported_with_an_explanation() {
+    let fx = Fixture::new();
+    let unshare = ["/usr/bin/unshare", "/bin/unshare"].into_iter().find(|p| Path::new(p).exists());
+    let unshare = unshare.expect("util-linux unshare is needed to simulate a kernel that refuses namespaces");
+    let wrapper = fx.tmp.path().join("forge-without-userns");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {unshare} -Ur /bin/sh -c 'echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" \"$@\"' {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_forge")
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = fx.spec("echo SHOULD-NOT-RUN");
+    spec.helper_exe = wrapper.clone();
+    match sandbox::run(&spec) {
+        Err(SandboxError::Unsupported { reason }) => {
+            assert!(reason.starts_with("unshare(user, mount, pid, net, uts, ipc) failed with ENOSPC"), "{reason}");
+            assert!(reason.contains("namespace limit is exhausted"), "{reason}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    assert!(!fs::read_to_string(&spec.log).unwrap_or_default().contains("SHOULD-NOT-RUN"));
+    match sandbox::probe(&wrapper) {
+        Err(SandboxError::Unsupported { .. }) => {}
+        other => panic!("probe: expected Unsupported, got {other:?}"),
+    }
 }
 
 #[test]
