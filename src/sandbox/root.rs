@@ -42,8 +42,8 @@ pub(crate) fn assemble(layers: &[Layer], farm: &Path) -> Result<(), SandboxError
 
 fn merge_layer(layers: &[Layer], index: usize, farm: &Path) -> Result<(), SandboxError> {
     let layer = &layers[index];
-    // Sorted so that, with several conflicts, the same one is always reported.
-    for entry in WalkDir::new(&layer.path).min_depth(1).sort_by_file_name() {
+    // Unsorted (readdir order): sorting would cost more than the links.
+    for entry in WalkDir::new(&layer.path).min_depth(1) {
         let entry = entry.map_err(|e| walk_error(layer, e))?;
         let rel = entry.path().strip_prefix(&layer.path).map_err(|_| SandboxError::LayerUnreadable {
             name: layer.name.clone(),
