@@ -1,2 +1,398 @@
 //! The build sandbox (docs/sandbox.md): new user, mount, pid, net, uts and ipc
 //! namespaces; a root assembled only from store objects; a fixed environment.
+//!
+//! This module owns everything between "here is a derivation's input closure,
+//! sources, environment and script" and "the script ran, here is how it ended":
+//!
+//! * [`root`] merges the store-object layers into a hardlink farm (the future `/`);
+//! * [`protocol`] is the JSON spec and report exchanged with the helper process;
+//! * [`child`] is the helper (`forge __sandbox SPEC_FILE`): it unshares the
+//!   namespaces, forks the sandbox's pid 1 and enforces the timeout;
+//! * [`init`] is that pid 1: it mounts, pivots, execs the build and reaps;
+//! * [`sys`] wraps the few raw system calls `nix` does not;
+//! * [`diagnose`] turns a kernel refusal into [`SandboxError::Unsupported`] with
+//!   a message saying which knob to change.
+//!
+//! The forge process itself never forks into namespaces: the executor calls
+//! [`run`] from rayon threads, and `unshare(CLONE_NEWUSER)` requires a
+//! single-threaded caller, so the work happens in a freshly exec'd helper.
+
+mod child;
+mod diagnose;
+mod init;
+mod protocol;
+mod root;
+mod sys;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use child::child_main;
+use protocol::{FailureKind, HelperReport, HelperSpec, SetupFailure};
+
+/// Where the build installs its output inside the sandbox (`$FORGE_OUT`).
+pub const SANDBOX_OUT: &str = "/forge/out";
+/// Where the staged sources are, read-only, inside the sandbox (`$FORGE_SOURCES`).
+pub const SANDBOX_SOURCES: &str = "/forge/sources";
+/// The writable working directory of the build.
+pub const SANDBOX_BUILD: &str = "/build";
+/// The hostname every build sees.
+pub const SANDBOX_HOSTNAME: &str = "forge";
+/// The first argument that turns the forge binary into the sandbox helper.
+pub const HELPER_ARG: &str = "__sandbox";
+
+/// One store object to be merged into the sandbox root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Human-facing name used in error messages (usually the package name).
+    pub name: String,
+    /// The store object directory (its contents become `/`).
+    pub path: PathBuf,
+}
+
+/// Everything needed to run one build in the sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The forge binary, re-executed as `HELPER_EXE __sandbox SPEC_FILE`.
+    pub helper_exe: PathBuf,
+    /// Store objects making up `/`, lowest first.
+    pub layers: Vec<Layer>,
+    /// Staged sources, bound read-only at [`SANDBOX_SOURCES`].
+    pub sources: PathBuf,
+    /// An empty directory on the store's file system; `root/`, `build/` and
+    /// `out/` are created in it.
+    pub scratch: PathBuf,
+    /// The complete environment of the build; nothing else is inherited.
+    pub env: BTreeMap<String, String>,
+    /// The command, e.g. `["/bin/sh", "-e", "-c", script]`.
+    pub argv: Vec<String>,
+    pub timeout: Option<Duration>,
+    /// Created or appended to; receives the build's stdout and stderr.
+    pub log: PathBuf,
+}
+
+/// How the build process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// Exited with this non-zero status.
+    Failed(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+    /// Ran longer than the spec's timeout and was killed with everything it spawned.
+    TimedOut,
+}
+
+/// The record of a sandboxed run that got as far as starting the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxOutcome {
+    pub exit: Exit,
+    /// Wall time of the whole run, root assembly and namespace setup included.
+    pub duration: Duration,
+    /// `scratch/out` on the host: what the build wrote to [`SANDBOX_OUT`].
+    pub out_dir: PathBuf,
+}
+
+/// Why a sandbox could not be set up. A build that ran and failed is not an
+/// error: it is an [`Exit`] in the [`SandboxOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("build sandbox unavailable: {reason}")]
+    Unsupported { reason: String },
+    #[error("invalid sandbox spec: {0}")]
+    InvalidSpec(String),
+    #[error("layer {name:?}: store object {} does not exist or is not a directory", path.display())]
+    LayerMissing { name: String, path: PathBuf },
+    #[error("layer {name:?}: cannot read {}: {source}", path.display())]
+    LayerUnreadable { name: String, path: PathBuf, source: io::Error },
+    #[error("layer conflict at /{}: {first:?} and {second:?} both provide it ({detail})", path.display())]
+    LayerConflict { path: PathBuf, first: String, second: String, detail: String },
+    #[error("layer {layer:?} provides /{}, which the sandbox reserves ({purpose})", path.display())]
+    ReservedPath { path: PathBuf, layer: String, purpose: &'static str },
+    #[error("layer {layer:?}: /{} is {kind}, which a store object cannot contain", path.display())]
+    UnsupportedFileType { path: PathBuf, layer: String, kind: &'static str },
+    #[error("sources directory {} does not exist or is not a directory", path.display())]
+    SourcesMissing { path: PathBuf },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot start the sandbox helper {}: {source}", exe.display())]
+    HelperSpawn { exe: PathBuf, source: io::Error },
+    #[error("the sandbox helper {} ended ({status}) without reporting: {detail}", exe.display())]
+    HelperDied { exe: PathBuf, status: String, detail: String },
+    #[error("sandbox setup failed while {step}: {detail}")]
+    Setup { step: String, detail: String },
+    #[error("cannot execute {program:?} inside the sandbox: {detail}")]
+    Exec { program: String, detail: String },
+}
+
+impl SandboxError {
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SandboxError {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Io { action, path, source }
+    }
+}
+
+/// Runs `spec.argv` in a fresh sandbox and waits for it (or for the timeout).
+///
+/// `Err` means the sandbox could not be set up (nothing ran, or the program
+/// could not be executed); a build that ran and failed is `Ok` with its [`Exit`].
+/// After returning, `scratch/root` and `scratch/build` are left for the caller,
+/// which removes the scratch directory.
+pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
+    let started = Instant::now();
+    validate(spec)?;
+    let dirs = ScratchDirs::create(&spec.scratch)?;
+    root::assemble(&spec.layers, &dirs.root)?;
+    let helper_spec = HelperSpec {
+        parent_pid: std::process::id(),
+        root: dirs.root.clone(),
+        build: dirs.build.clone(),
+        out: dirs.out.clone(),
+        sources: canonical(&spec.sources, "resolve the sources directory")?,
+        argv: spec.argv.clone(),
+        env: spec.env.clone(),
+        timeout_ms: spec.timeout.map(duration_to_ms),
+        probe: false,
+    };
+    let log = open_log(&spec.log)?;
+    let report = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some(log))?;
+    let exit = match report {
+        HelperReport::Exited(0) => Exit::Success,
+        HelperReport::Exited(code) => Exit::Failed(code),
+        HelperReport::Signaled(signal) => Exit::Signaled(signal),
+        HelperReport::TimedOut => Exit::TimedOut,
+        HelperReport::Failed(failure) => return Err(failure_to_error(failure)),
+    };
+    Ok(SandboxOutcome { exit, duration: started.elapsed(), out_dir: dirs.out })
+}
+
+/// Checks that this machine can create the sandbox: runs the helper through
+/// every step of a real build (namespaces, id maps, mounts, pivot_root, the
+/// nested namespace that locks the mounts) without executing anything.
+pub fn probe(helper_exe: &Path) -> Result<(), SandboxError> {
+    let scratch = TempDir::create()?;
+    let dirs = ScratchDirs::create(&scratch.path)?;
+    let sources = scratch.path.join("sources");
+    fs::create_dir(&sources).map_err(SandboxError::io("create", &sources))?;
+    root::assemble(&[], &dirs.root)?;
+    let helper_spec = HelperSpec {
+        parent_pid: std::process::id(),
+        root: dirs.root.clone(),
+        build: dirs.build.clone(),
+        out: dirs.out.clone(),
+        sources,
+        argv: Vec::new(),
+        env: BTreeMap::new(),
+        timeout_ms: Some(10_000),
+        probe: true,
+    };
+    match invoke_helper(helper_exe, &dirs.spec_file, &helper_spec, None)? {
+        HelperReport::Exited(0) => Ok(()),
+        HelperReport::Failed(failure) => Err(failure_to_error(failure)),
+        other => Err(SandboxError::Setup {
+            step: "probing the sandbox".into(),
+            detail: format!("unexpected probe result {other:?}"),
+        }),
+    }
+}
+
+fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    let invalid = |msg: String| Err(SandboxError::InvalidSpec(msg));
+    if spec.argv.is_empty() {
+        return invalid("argv is empty".into());
+    }
+    if let Some(arg) = spec.argv.iter().find(|a| a.contains('\0')) {
+        return invalid(format!("argument {arg:?} contains a NUL byte"));
+    }
+    for (key, value) in &spec.env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return invalid(format!("environment variable name {key:?} is not valid"));
+        }
+        if value.contains('\0') {
+            return invalid(format!("environment variable {key} contains a NUL byte"));
+        }
+    }
+    for layer in &spec.layers {
+        if !layer.path.is_dir() {
+            return Err(SandboxError::LayerMissing {
+                name: layer.name.clone(),
+                path: layer.path.clone(),
+            });
+        }
+    }
+    if !spec.sources.is_dir() {
+        return Err(SandboxError::SourcesMissing { path: spec.sources.clone() });
+    }
+    Ok(())
+}
+
+/// The directories and files `run` creates inside the scratch dir.
+struct ScratchDirs {
+    root: PathBuf,
+    build: PathBuf,
+    out: PathBuf,
+    spec_file: PathBuf,
+}
+
+impl ScratchDirs {
+    fn create(scratch: &Path) -> Result<ScratchDirs, SandboxError> {
+        // Absolute paths: the helper changes directory before it uses them.
+        let scratch = canonical(scratch, "resolve the scratch directory")?;
+        let dirs = ScratchDirs {
+            root: scratch.join("root"),
+            build: scratch.join("build"),
+            out: scratch.join("out"),
+            spec_file: scratch.join("sandbox.json"),
+        };
+        for dir in [&dirs.root, &dirs.build, &dirs.out] {
+            fs::create_dir(dir).map_err(SandboxError::io("create", dir))?;
+        }
+        Ok(dirs)
+    }
+}
+
+fn canonical(path: &Path, action: &'static str) -> Result<PathBuf, SandboxError> {
+    fs::canonicalize(path).map_err(SandboxError::io(action, path))
+}
+
+fn open_log(path: &Path) -> Result<File, SandboxError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(SandboxError::io("open the build log", path))
+}
+
+fn duration_to_ms(timeout: Duration) -> u64 {
+    // Round up so that a sub-millisecond timeout still means "a timeout".
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// Writes the spec, runs `HELPER_EXE __sandbox SPEC_FILE` with stdout/stderr
+/// on `log` and nothing else inherited, and reads back its report.
+fn invoke_helper(
+    exe: &Path,
+    spec_file: &Path,
+    spec: &HelperSpec,
+    log: Option<File>,
+) -> Result<HelperReport, SandboxError> {
+    let json = serde_json::to_vec(spec).map_err(|e| {
+        SandboxError::InvalidSpec(format!("cannot encode the helper spec (non UTF-8 path?): {e}"))
+    })?;
+    fs::write(spec_file, json).map_err(SandboxError::io("write", spec_file))?;
+    let (stdout, stderr) = match log {
+        Some(file) => {
+            let copy = file.try_clone().map_err(SandboxError::io("duplicate the log", spec_file))?;
+            (Stdio::from(file), Stdio::from(copy))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
+    let status = Command::new(exe)
+        .arg(HELPER_ARG)
+        .arg(spec_file)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .status()
+        .map_err(|source| SandboxError::HelperSpawn { exe: exe.to_path_buf(), source })?;
+    read_report(exe, &protocol::report_path(spec_file), status)
+}
+
+fn read_report(exe: &Path, path: &Path, status: ExitStatus) -> Result<HelperReport, SandboxError> {
+    let died = |detail: String| SandboxError::HelperDied {
+        exe: exe.to_path_buf(),
+        status: status.to_string(),
+        detail,
+    };
+    let bytes = fs::read(path).map_err(|e| died(format!("{}: {e}", path.display())))?;
+    if bytes.is_empty() {
+        return Err(died(format!("{} is empty", path.display())));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| died(format!("{}: {e}", path.display())))
+}
+
+fn failure_to_error(failure: SetupFailure) -> SandboxError {
+    match failure.kind {
+        FailureKind::Refused => SandboxError::Unsupported {
+            reason: diagnose::explain_refusal(
+                &failure.step,
+                failure.errno,
+                &diagnose::KernelKnobs::read(),
+                nix::unistd::geteuid().is_root(),
+            ),
+        },
+        FailureKind::Exec { program } => SandboxError::Exec { program, detail: failure.detail },
+        FailureKind::Other => SandboxError::Setup { step: failure.step, detail: failure.detail },
+    }
+}
+
+/// A private temporary directory for [`probe`], removed on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn create() -> Result<TempDir, SandboxError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!("forge-sandbox-probe-{}-{nanos}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        fs::create_dir(&path).map_err(SandboxError::io("create", &path))?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: the probe's result matters, a leftover empty temp dir does not.
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_rounds_up_to_whole_milliseconds() {
+        assert_eq!(duration_to_ms(Duration::from_micros(1)), 1);
+        assert_eq!(duration_to_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(duration_to_ms(Duration::from_nanos(2_000_001)), 3);
+    }
+
+    fn spec_in(dir: &Path) -> SandboxSpec {
+        SandboxSpec {
+            helper_exe: PathBuf::from("/nonexistent/forge"),
+            layers: vec![],
+            sources: dir.to_path_buf(),
+            scratch: dir.to_path_buf(),
+            env: BTreeMap::new(),
+            argv: vec!["/bin/sh".into()],
+            timeout: None,
+            log: dir.join("log"),
+        }
+    }
+
+    #[test]
+    fn validate_rejects_bad_env_names_and_empty_argv() {
+        let dir = std::env::temp_dir();
+        let mut spec = spec_in(&dir);
+        assert!(validate(&spec).is_ok());
+        spec.env.insert("A=B".into(), "x".into());
+        assert!(matches!(validate(&spec), Err(SandboxError::InvalidSpec(m)) if m.contains("A=B")));
+        let mut spec = spec_in(&dir);
+        spec.argv.clear();
+        assert!(matches!(validate(&spec), Err(SandboxError::InvalidSpec(_))));
+        let mut spec = spec_in(&dir);
+        spec.sources = dir.join("forge-definitely-missing-sources");
+        assert!(matches!(validate(&spec), Err(SandboxError::SourcesMissing { .. })));
+    }
+}

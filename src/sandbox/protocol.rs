@@ -1,0 +1,112 @@
+//! The private contract between `sandbox::run` (in the forge process) and the
+//! helper (`forge __sandbox SPEC_FILE`): the spec the parent writes, and the
+//! report the helper writes next to it (`SPEC_FILE.report`). Both are JSON and
+//! only ever exchanged between a forge binary and itself, so the format is not
+//! versioned; the helper is always the same executable as the caller.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What the helper needs, with every path absolute and resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HelperSpec {
+    /// The forge process; the helper stops if it is no longer its parent.
+    pub parent_pid: u32,
+    /// The assembled hardlink farm that becomes `/`.
+    pub root: PathBuf,
+    pub build: PathBuf,
+    pub out: PathBuf,
+    pub sources: PathBuf,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    /// Set up everything, then exit 0 instead of executing `argv`.
+    pub probe: bool,
+}
+
+/// How a sandboxed run ended, as seen by the helper (and by the sandbox's
+/// pid 1, which sends the same type up to the helper through a pipe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum HelperReport {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    Failed(SetupFailure),
+}
+
+/// A setup step that failed, with the errno when a system call failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SetupFailure {
+    pub step: String,
+    pub errno: Option<i32>,
+    pub detail: String,
+    pub kind: FailureKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum FailureKind {
+    /// The kernel refused namespaces (becomes `SandboxError::Unsupported`).
+    Refused,
+    /// The build program could not be executed.
+    Exec { program: String },
+    Other,
+}
+
+impl SetupFailure {
+    pub fn other(step: impl Into<String>, detail: impl Into<String>) -> SetupFailure {
+        SetupFailure { step: step.into(), errno: None, detail: detail.into(), kind: FailureKind::Other }
+    }
+
+    pub fn from_errno(step: impl Into<String>, errno: nix::errno::Errno) -> SetupFailure {
+        SetupFailure {
+            step: step.into(),
+            errno: Some(errno as i32),
+            detail: errno.to_string(),
+            kind: FailureKind::Other,
+        }
+    }
+
+    /// Marks the failure as a kernel refusal when `errno` is one of the ways
+    /// the kernel says "no namespaces for you" (rather than, say, ENOENT).
+    pub fn refused_if(mut self, refusals: &[nix::errno::Errno]) -> SetupFailure {
+        if refusals.iter().any(|e| Some(*e as i32) == self.errno) {
+            self.kind = FailureKind::Refused;
+        }
+        self
+    }
+}
+
+/// Where the helper writes its report for a given spec file.
+pub(crate) fn report_path(spec_file: &Path) -> PathBuf {
+    let mut name = spec_file.as_os_str().to_owned();
+    name.push(".report");
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    #[test]
+    fn report_path_appends_suffix() {
+        assert_eq!(report_path(Path::new("/s/sandbox.json")), PathBuf::from("/s/sandbox.json.report"));
+    }
+
+    #[test]
+    fn refusal_only_for_listed_errnos() {
+        let eperm = SetupFailure::from_errno("unshare", Errno::EPERM).refused_if(&[Errno::EPERM]);
+        assert_eq!(eperm.kind, FailureKind::Refused);
+        let enoent = SetupFailure::from_errno("unshare", Errno::ENOENT).refused_if(&[Errno::EPERM]);
+        assert_eq!(enoent.kind, FailureKind::Other);
+    }
+
+    #[test]
+    fn report_round_trips_through_json() {
+        let report = HelperReport::Failed(SetupFailure::from_errno("mount /proc", Errno::EPERM));
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<HelperReport>(&json).unwrap(), report);
+    }
+}
