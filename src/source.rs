@@ -516,41 +516,11 @@ impl Hasher {
     }
 }
 
-// TEMP until tree.rs lands: the lead replaces this with `crate::tree::hash_path(path)?.digest`.
-// A minimal Merkle hash (regular files, executables, symlinks, directories) so that
-// directory `file` sources can be staged and tested before the real tree hash exists.
+/// The BLAKE3 tree hash planning computed for `file` sources (see [`crate::tree`]).
 fn tree_hash(path: &Path) -> Result<Digest, SourceError> {
-    let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
-    let mut hasher = blake3::Hasher::new();
-    if meta.file_type().is_symlink() {
-        let target = fs::read_link(path).map_err(io_err(path))?;
-        hasher.update(b"link\0");
-        hasher.update(target.as_os_str().as_encoded_bytes());
-    } else if meta.is_dir() {
-        hasher.update(b"dir\0");
-        let mut names: Vec<_> = fs::read_dir(path)
-            .map_err(io_err(path))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(io_err(path))?;
-        names.sort();
-        for name in names {
-            hasher.update(name.as_encoded_bytes());
-            hasher.update(b"\0");
-            hasher.update(tree_hash(&path.join(&name))?.0.as_slice());
-        }
-    } else if meta.is_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let exec = meta.permissions().mode() & 0o111 != 0;
-        hasher.update(if exec { b"exec\0" } else { b"file\0" });
-        hasher.update(blake3::hash(&fs::read(path).map_err(io_err(path))?).as_bytes());
-    } else {
-        return Err(SourceError::Hash {
-            path: path.to_path_buf(),
-            reason: "not a regular file, directory or symlink".to_string(),
-        });
-    }
-    Ok(hasher.finalize().into())
+    crate::tree::hash_path(path)
+        .map(|summary| summary.digest)
+        .map_err(|e| SourceError::Hash { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 // ---------------------------------------------------------------------------
