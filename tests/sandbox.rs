@@ -238,11 +238,12 @@ fn sources_and_root_are_read_only_build_tmp_out_writable() {
          if echo x 2>/dev/null >> /share/data.txt; then echo STORE-WRITABLE; else echo store-ro; fi\n\
          if umount -l /forge/sources 2>/dev/null; then echo UNMOUNTED; else echo umount-refused; fi\n\
          test -z \"$(ls -A /tmp)\" && echo tmp-empty\n\
+         grep -E ' / | /forge/sources ' /proc/self/mounts | cut -d' ' -f2,4 | cut -d, -f1-3 | sort\n\
          echo t > /tmp/t && echo b > /build/b && echo built > /forge/out/result && echo writable",
     );
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
-        ["hello from the sources", "sources-ro", "root-ro", "store-ro", "remount-refused", "remount-refused", "store-ro", "umount-refused", "tmp-empty", "writable"],
+        ["hello from the sources", "sources-ro", "root-ro", "store-ro", "remount-refused", "remount-refused", "store-ro", "umount-refused", "tmp-empty", "/ ro,nosuid,nodev", "/forge/sources ro,nosuid,nodev", "writable"],
         "{log}"
     );
     assert_eq!(fs::read_to_string(&store_file).unwrap(), "store object\n");

@@ -130,17 +130,16 @@ fn mount_tmpfs(target: &Path, options: &str) -> Result<(), SetupFailure> {
     mount_step(Some(Path::new("tmpfs")), target, Some("tmpfs"), flags, Some(options))
 }
 
-/// Remounts the bind mount at `target` read-only. Inside a user namespace
-/// the kernel refuses to drop flags it locked (nosuid, nodev, noexec, atime
-/// mode), so they are read back and kept.
+/// Remounts the bind mount at `target` read-only, nosuid and nodev (store
+/// objects need neither). Inside a user namespace the kernel refuses to drop
+/// flags it locked (noexec, atime mode), so they are read back and kept.
 fn remount_read_only(target: &Path) -> Result<(), SetupFailure> {
     let current = statvfs(target)
         .map_err(|e| SetupFailure::from_errno(format!("reading the mount flags of {}", target.display()), e))?
         .flags();
-    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    let mut flags =
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (have, keep) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),

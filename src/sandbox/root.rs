@@ -324,7 +324,8 @@ mod tests {
 
     #[test]
     fn exec_bit_and_symlink_target_and_type_differences_conflict() {
-        let cases: [(&str, fn(&Layer), fn(&Layer)); 3] = [
+        type MakeLayer = fn(&Layer);
+        let cases: [(&str, MakeLayer, MakeLayer); 3] = [
             ("executable bits differ", |l| write(l, "f", "x", 0o755), |l| write(l, "f", "x", 0o644)),
             ("a symlink to t1 vs a symlink to t2", |l| symlink("t1", l.path.join("f")).unwrap(), |l| symlink("t2", l.path.join("f")).unwrap()),
             ("a symlink to usr/lib vs a directory", |l| symlink("usr/lib", l.path.join("f")).unwrap(), |l| write(l, "f/inner", "x", 0o644)),
