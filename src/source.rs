@@ -385,6 +385,12 @@ fn fetch_deb(
     dest: &Path,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<(), SourceError> {
+    if dest.symlink_metadata().is_ok() {
+        return Err(SourceError::Io {
+            path: dest.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "destination exists"),
+        });
+    }
     let work = ScratchDir::beside(dest)?;
     run_apt_download(package, version, work.path())?;
     let deb = single_deb(work.path(), package, version)?;
