@@ -126,7 +126,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
 /// Obtain a `url` (then each mirror in order; schemes http, https, file) or `deb`
 /// source into `dest` (a new file), verifying it against the source's checksum.
 /// `progress` receives (bytes so far, total if known); it restarts at 0 for each
-/// mirror tried. On failure `dest` does not exist.
+/// mirror tried. `dest` must not exist yet; on failure it is removed again.
 pub fn fetch(
     source: &Source,
     dest: &Path,
@@ -526,7 +526,8 @@ impl Hasher {
     }
 }
 
-// TEMP until tree.rs lands: the lead replaces this with `crate::tree::hash_path(path)?.digest`.
+// TEMP until tree.rs lands: the lead replaces the body with
+// `crate::tree::hash_path(path).map(|s| s.digest).map_err(|e| SourceError::Hash { path: path.into(), reason: e.to_string() })`.
 // A minimal Merkle hash (regular files, executables, symlinks, directories) so that
 // directory `file` sources can be staged and tested before the real tree hash exists.
 fn tree_hash(path: &Path) -> Result<Digest, SourceError> {
