@@ -126,7 +126,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
 /// Obtain a `url` (then each mirror in order; schemes http, https, file) or `deb`
 /// source into `dest` (a new file), verifying it against the source's checksum.
 /// `progress` receives (bytes so far, total if known); it restarts at 0 for each
-/// mirror tried. On failure `dest` does not exist.
+/// mirror tried. `dest` must not exist yet; on failure it is removed again.
 pub fn fetch(
     source: &Source,
     dest: &Path,
@@ -143,12 +143,14 @@ pub fn fetch(
             filename: source.filename.clone(),
         }),
         SourceKind::Url { url, mirrors } => {
+            refuse_existing(dest)?;
             let locations: Vec<&str> = std::iter::once(url.as_str())
                 .chain(mirrors.iter().map(String::as_str))
                 .collect();
             fetch_first_good(&source.filename, &locations, expected, dest, progress)
         }
         SourceKind::Deb { package, version } => {
+            refuse_existing(dest)?;
             fetch_deb(&source.filename, package, version, expected, dest, progress)
         }
     }
@@ -178,20 +180,28 @@ pub fn verify_file(path: &Path, expected: &Checksum) -> Result<(), SourceError> 
 /// and check its BLAKE3 tree hash equals `expected` (what planning computed), so
 /// the build sees exactly what was hashed. On a mismatch `dest` is removed.
 pub fn stage_local(path: &Path, dest: &Path, expected: &Digest) -> Result<(), SourceError> {
-    copy_preserving(path, dest)?;
-    let actual = match tree_hash(dest) {
-        Ok(actual) => actual,
-        Err(err) => {
-            remove_any(dest);
-            return Err(err);
-        }
-    };
-    if actual != *expected {
-        remove_any(dest);
-        return Err(SourceError::LocalChanged {
+    refuse_existing(dest)?;
+    // From here on `dest` is ours: remove whatever a failure leaves behind.
+    let staged = copy_preserving(path, dest).and_then(|()| tree_hash(dest));
+    let result = match staged {
+        Ok(actual) if actual == *expected => return Ok(()),
+        Ok(actual) => Err(SourceError::LocalChanged {
             path: path.to_path_buf(),
             expected: *expected,
             actual,
+        }),
+        Err(err) => Err(err),
+    };
+    remove_any(dest);
+    result
+}
+
+/// `dest` must be new: never overwrite (or clean up) something we did not create.
+fn refuse_existing(dest: &Path) -> Result<(), SourceError> {
+    if dest.symlink_metadata().is_ok() {
+        return Err(SourceError::Io {
+            path: dest.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "destination already exists"),
         });
     }
     Ok(())
@@ -542,12 +552,6 @@ fn copy_preserving(src: &Path, dest: &Path) -> Result<(), SourceError> {
         }
         Ok(())
     } else if kind.is_file() {
-        if dest.symlink_metadata().is_ok() {
-            return Err(SourceError::Io {
-                path: dest.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::AlreadyExists, "destination exists"),
-            });
-        }
         fs::copy(src, dest).map_err(io_err(dest)).map(|_| ())
     } else {
         Err(SourceError::Hash {
@@ -724,7 +728,11 @@ mod tests {
         let dest = dir.path().join("hello.tar.gz");
         let missing = format!("{base}/gone/hello.tar.gz");
         let bad = format!("{base}/bad/hello.tar.gz");
-        let source = url_source(&missing, std::slice::from_ref(&bad), sha256_of(b"right bytes"));
+        let source = url_source(
+            &missing,
+            std::slice::from_ref(&bad),
+            sha256_of(b"right bytes"),
+        );
         let err = fetch(&source, &dest, &mut |_, _| {}).unwrap_err();
         let message = err.to_string();
         assert!(
@@ -856,6 +864,25 @@ mod tests {
         }
         assert!(err.to_string().contains(&planned.to_hex()));
         assert!(!dest.exists());
+    }
+
+    #[test]
+    fn an_existing_destination_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("taken");
+        fs::write(&dest, b"precious").unwrap();
+        let src = dir.path().join("src.txt");
+        fs::write(&src, b"new").unwrap();
+        let url = format!("file://{}", src.display());
+        let err = fetch(
+            &url_source(&url, &[], sha256_of(b"new")),
+            &dest,
+            &mut |_, _| {},
+        );
+        assert!(matches!(err, Err(SourceError::Io { .. })), "{err:?}");
+        let err = stage_local(&src, &dest, &tree_hash(&src).unwrap());
+        assert!(matches!(err, Err(SourceError::Io { .. })), "{err:?}");
+        assert_eq!(fs::read(&dest).unwrap(), b"precious");
     }
 
     #[test]
