@@ -235,16 +235,17 @@ pub fn build(
                 memory_in_use += need;
                 running += 1;
                 let tx = tx.clone();
-                let outs: Vec<Digest> = plan.closures[id]
-                    .iter()
-                    .map(|&i| match &results[i] {
-                        Some(NodeResult::Done { out, .. }) => *out,
-                        // Unreachable: a node starts only when its whole closure is done.
-                        _ => Digest([0; 32]),
-                    })
-                    .collect();
+                // A node starts only when its direct deps are done, and each of those waited
+                // for its own deps, so the whole closure has out hashes by now.
+                let outs: Option<Vec<Digest>> = plan.closures[id].iter().map(|&i| done_out(&results[i])).collect();
                 scope.spawn(move |_| {
-                    let result = realise(store, graph, plan, opts, observer, id, &outs);
+                    let result = match outs {
+                        Some(outs) => realise(store, graph, plan, opts, observer, id, &outs),
+                        None => NodeResult::Failed {
+                            error: "internal error: started before its inputs were realised".into(),
+                            log: None,
+                        },
+                    };
                     let _ = tx.send((id, result));
                 });
             }
@@ -283,6 +284,13 @@ pub fn build(
         .map(|r| r.unwrap_or(NodeResult::Skipped { reason: "the run stopped after a failure".into() }))
         .collect();
     Ok(Report { results })
+}
+
+fn done_out(result: &Option<NodeResult>) -> Option<Digest> {
+    match result {
+        Some(NodeResult::Done { out, .. }) => Some(*out),
+        _ => None,
+    }
 }
 
 /// Mark every transitive dependent of a failed node as skipped, naming the failure.
