@@ -338,3 +338,47 @@ fn make_writable(file: &std::path::Path) {
     }
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
+
+#[test]
+fn jobs_flag_bounds_concurrent_builds() {
+    let env = TestEnv::with_seed_sources();
+    for name in ["p1", "p2", "p3"] {
+        env.write(
+            &format!("par/{name}.toml"),
+            &format!("[package]\nname = \"{name}\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = 'sleep 1; echo {name} > $FORGE_OUT/{name}'\n"),
+        );
+    }
+    let set = env.write("par.toml", &format!("[set]\nname = \"par\"\ninclude = [{}, \"par/*.toml\"]\n", seed_includes()));
+    // Realise the seeds first so only p1..p3 are in flight below.
+    assert_exit(&env.forge(&["build", "-p", "seed", set.to_str().unwrap()]), 0);
+
+    // Most builds in flight at once, from the order of started/finished events.
+    let peak = |events: &[serde_json::Value]| {
+        let (mut now, mut peak) = (0i32, 0i32);
+        for e in events {
+            match e["event"].as_str() {
+                Some("started") => now += 1,
+                Some("built") | Some("failed") => now -= 1,
+                _ => {}
+            }
+            peak = peak.max(now);
+        }
+        peak
+    };
+    let (serial, out) = env.build_json(&["-j", "1", set.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert_eq!(names_with(&serial, "built"), ["p1", "p2", "p3"]);
+    assert_eq!(peak(&serial), 1, "{serial:#?}");
+
+    // Change every script (same output) so all three rebuild, now two at a time.
+    for name in ["p1", "p2", "p3"] {
+        env.write(
+            &format!("par/{name}.toml"),
+            &format!("[package]\nname = \"{name}\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = 'sleep 1; true; echo {name} > $FORGE_OUT/{name}'\n"),
+        );
+    }
+    let (parallel, out) = env.build_json(&["-j", "2", set.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert_eq!(names_with(&parallel, "built"), ["p1", "p2", "p3"]);
+    assert_eq!(peak(&parallel), 2, "{parallel:#?}");
+}
