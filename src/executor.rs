@@ -279,9 +279,18 @@ pub fn build(
         }
     });
 
+    // Without --keep-going, what never started is reported too: every node gets an event.
     let results = results
         .into_iter()
-        .map(|r| r.unwrap_or(NodeResult::Skipped { reason: "the run stopped after a failure".into() }))
+        .enumerate()
+        .map(|(id, r)| {
+            r.unwrap_or_else(|| {
+                let result = NodeResult::Skipped { reason: "the run stopped after a failure (use --keep-going)".into() };
+                let name = graph.nodes[id].recipe.name.as_str();
+                observer.event(Event::Finished { node: id, name, drv: &plan.drv_hashes[id], result: &result });
+                result
+            })
+        })
         .collect();
     Ok(Report { results })
 }

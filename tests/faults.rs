@@ -323,6 +323,10 @@ fn failed_build_logs_skips_dependents_and_keep_going_builds_the_rest() {
     }
     assert!(names_with(&events, "started").iter().all(|n| n != "independent"), "started after a failure: {events:#?}");
     assert!(names_with(&events, "built").iter().all(|n| n != "independent"));
+    // ...but it is still reported, as skipped because the run stopped.
+    let independent = event_of(&events, "independent");
+    assert_eq!(independent["event"], "skipped", "{independent}");
+    assert!(independent["reason"].as_str().unwrap_or("").contains("--keep-going"), "{independent}");
     let failed_at = events.iter().position(|e| e["event"] == "failed").expect("a failed event");
     let late: Vec<_> = events[failed_at..].iter().filter(|e| e["event"] == "started").collect();
     assert!(late.is_empty(), "builds started after the failure without --keep-going: {late:?}");
