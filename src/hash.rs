@@ -4,6 +4,16 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A BLAKE3 digest: drv hashes, resolved keys, out hashes and file hashes.
+///
+/// Its one display form is 64 lowercase hex digits, and parsing accepts only that:
+///
+/// ```
+/// use forge::hash::Digest;
+/// let d = Digest::of(b"forge");
+/// assert_eq!(d.to_string().len(), 64);
+/// assert_eq!(d.to_string().parse::<Digest>(), Ok(d));
+/// assert!(d.to_string().to_uppercase().parse::<Digest>().is_err());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
 
