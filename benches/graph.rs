@@ -7,7 +7,8 @@
 //! 3. the [`gen::Kind::Import`] graph (same DAG shape) realised once with `forge build -j 2`,
 //!    then the no-op rebuild `forge build` (everything cached) and `forge show`, timed.
 //!
-//! Run: `benches/run.sh` (everything) or `cargo bench --bench graph`.
+//! Run: `benches/run.sh` (everything) or `cargo bench --bench graph`. With `FORGE_BENCH_KEEP`
+//! set, the generated recipes and stores are kept (for profiling `forge` on them).
 
 #[path = "support/gen.rs"]
 mod gen;
@@ -32,6 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let tmp = tempfile::Builder::new().prefix("forge-bench-graph-").tempdir_in(measure::scratch_parent())?;
         plan_figures(tmp.path(), nodes, runs)?;
         noop_figures(tmp.path(), nodes, runs)?;
+        if std::env::var_os("FORGE_BENCH_KEEP").is_some() {
+            println!("kept {} (FORGE_BENCH_KEEP)", tmp.keep().display());
+        }
     }
     Ok(())
 }
