@@ -72,7 +72,9 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     } else {
         progress::print_summary(graph, &report, built, cached, failed, skipped);
     }
-    Ok(if failed > 0 || skipped > 0 { EXIT_FAILED } else { EXIT_OK })
+    let code = if failed > 0 || skipped > 0 { EXIT_FAILED } else { EXIT_OK };
+    super::exit_without_freeing(planned);
+    Ok(code)
 }
 
 /// Each fully built target becomes a gc root holding the outputs of its whole closure

@@ -151,6 +151,12 @@ pub fn load_and_plan(files: &[PathBuf], packages: &[String]) -> Result<Planned, 
     Ok(Planned { graph, plan })
 }
 
+/// The process is about to exit: skip freeing the graph and plan, which costs ~60 ms for a
+/// 10,000-node graph and gains nothing (the same trick rustc uses).
+pub fn exit_without_freeing(planned: Planned) {
+    std::mem::forget(planned);
+}
+
 /// One JSON object per line on stdout (`--json`).
 pub fn emit_json(value: serde_json::Value) {
     use std::io::Write;

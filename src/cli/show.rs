@@ -46,5 +46,6 @@ pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
             println!("{:<28} {:<14} {:<14} {:<14} {state}", recipe.name, recipe.version, plan.drv_hashes[n].short(), out);
         }
     }
+    super::exit_without_freeing(planned);
     Ok(EXIT_OK)
 }

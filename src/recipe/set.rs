@@ -161,19 +161,27 @@ impl Loader {
         };
         let bad_glob = |message: String| Problem::at(at.clone(), ProblemKind::BadGlob { pattern: include.to_string(), message });
         let matches = glob::glob(&pattern).map_err(|e| bad_glob(e.to_string()))?;
-        let mut paths = Vec::new();
+        let mut matched = Vec::new();
         for entry in matches {
-            let path = match entry {
-                Ok(path) => path,
+            match entry {
+                Ok(path) => matched.push(path),
                 Err(err) => {
                     let path = err.path().to_path_buf();
                     self.problems.push(Problem::in_file(&path, ProblemKind::Read(err.into())));
-                    continue;
                 }
-            };
-            if path.is_file() {
-                paths.push(path.canonicalize().map_err(|e| Problem::in_file(&path, ProblemKind::Read(e)))?);
             }
+        }
+        // One realpath per match dominates loading large trees: do them in parallel.
+        let canonical: Vec<Result<Option<PathBuf>, Problem>> = matched
+            .into_par_iter()
+            .map(|path| {
+                let canonical = path.canonicalize().map_err(|e| Problem::in_file(&path, ProblemKind::Read(e)))?;
+                Ok(canonical.is_file().then_some(canonical))
+            })
+            .collect();
+        let mut paths = Vec::new();
+        for path in canonical {
+            paths.extend(path?);
         }
         if paths.is_empty() {
             return Err(Problem::at(at.clone(), ProblemKind::GlobMatchedNothing { pattern: include.to_string() }));
