@@ -147,7 +147,7 @@ impl GlobalArgs {
 pub struct OverlayArgs {
     /// Apply the overrides in this overlay file (repeatable; later files apply on top)
     #[arg(long = "overlay", value_name = "FILE")]
-    pub files: Vec<PathBuf>,
+    pub overlay_files: Vec<PathBuf>,
 }
 
 /// Recipes loaded, resolved and hashed: everything `build` and `show` start from.
@@ -177,7 +177,7 @@ pub fn load_graph(files: &[PathBuf], packages: &[String], overlays: &OverlayArgs
 
 /// Load FILEs and apply the overlays to them; prints the loader's warnings.
 pub fn load_with_overlays(files: &[PathBuf], overlays: &OverlayArgs) -> Result<recipe::Loaded, Failure> {
-    let overlays = recipe::load_overlays(&overlays.files).map_err(Failure::usage)?;
+    let overlays = recipe::load_overlays(&overlays.overlay_files).map_err(Failure::usage)?;
     let mut loaded = recipe::load(files).map_err(Failure::usage)?;
     recipe::apply_overlays(&mut loaded, &overlays).map_err(Failure::usage)?;
     for warning in &loaded.warnings {

@@ -107,7 +107,7 @@ fn report(tally: &mut Tally, step: Step) {
 fn unpinned_sources(args: &PrefetchArgs) -> Result<Vec<UnpinnedSource>, Failure> {
     let mut files = Vec::new();
     let mut others = Vec::new();
-    let errors = [recipe::load(&args.files).err(), recipe::load_overlays(&args.overlays.files).err()];
+    let errors = [recipe::load(&args.files).err(), recipe::load_overlays(&args.overlays.overlay_files).err()];
     for problem in errors.into_iter().flatten().flat_map(|e| e.problems) {
         match problem.kind {
             ProblemKind::MissingChecksum { kind: "url" } => files.push(problem.file),
