@@ -1176,4 +1176,27 @@ mod tests {
         stage_local(&src, &dest, &tree_hash(&src).unwrap()).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"--- a\n+++ b\n");
     }
+
+    #[test]
+    fn store_by_content_links_one_copy_under_three_names() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let file = dir.path().join("lfs-sources.tar");
+        fs::write(&file, b"one copy").unwrap();
+        let stored = store_by_content(&store, &file, None).unwrap();
+        assert_eq!(stored.added.len(), 3);
+        assert_eq!(stored.ids.sha256, sha256_of(b"one copy"));
+        assert_eq!(stored.ids.md5, Checksum::Md5([0; 16]).compute_like(b"one copy"));
+        let inode = |c: &Checksum| fs::metadata(store.source_path(c)).unwrap().ino();
+        assert_eq!(inode(&stored.ids.sha256), inode(&stored.ids.md5));
+        assert_eq!(inode(&stored.ids.sha256), inode(&stored.ids.blake3));
+        assert_eq!(stored.ids.blake3, Checksum::Blake3(Digest::of(b"one copy")));
+        // A second registration adds nothing; a wrong expected checksum stores nothing.
+        assert!(store_by_content(&store, &file, None).unwrap().added.is_empty());
+        fs::write(&file, b"other bytes").unwrap();
+        let err = store_by_content(&store, &file, Some(&sha256_of(b"one copy"))).unwrap_err();
+        assert!(matches!(err, SourceError::ChecksumMismatch { .. }), "{err:?}");
+        assert!(!store.has_source(&sha256_of(b"other bytes")));
+    }
 }
