@@ -817,14 +817,15 @@ pub fn fetch_missing(
     });
     slots
         .into_iter()
-        .map(|slot| {
+        .zip(items)
+        .map(|(slot, item)| {
+            // Empty only if the worker panicked (scope re-raises that panic anyway).
             slot.into_inner().ok().flatten().unwrap_or_else(|| {
-                // Only reachable if a worker panicked: report it rather than lose the item.
                 FetchOutcome::Failed(FetchError {
-                    at: Location { file: PathBuf::new(), line: 0, column: 0 },
-                    package: String::new(),
-                    filename: String::new(),
-                    error: SourceError::Download { url: String::new(), reason: "internal error: fetch worker died".into() },
+                    at: item.source.at.clone(),
+                    package: item.package.clone(),
+                    filename: item.source.filename.clone(),
+                    error: SourceError::Download { url: String::new(), reason: "internal error: the fetch worker stopped".into() },
                 })
             })
         })
