@@ -5,8 +5,11 @@
 //! and checked against the BLAKE3 tree hash computed when planning, so the build
 //! sees exactly the bytes that were hashed into its derivation.
 //!
-//! This module knows nothing of the store: the executor decides where `dest` is and
-//! registers the result.
+//! [`fetch`] knows nothing of the store: the executor decides where `dest` is and
+//! registers the result. The second half of this file is what `forge fetch`, `forge source
+//! add` and `forge prefetch` add on top: registering a file *by content* (under its sha256,
+//! md5 and blake3 at once, so any recipe pinning any of them finds it), downloading without a
+//! pin (to compute one), and fetching many sources in parallel with per-download progress.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -16,7 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::hash::{Checksum, Digest};
-use crate::recipe::{Source, SourceKind};
+use crate::recipe::{Location, Source, SourceKind};
+use crate::store::{Store, StoreError};
 
 const CHUNK: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,6 +109,12 @@ pub enum SourceError {
 
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+
+    #[error("{path} is not a regular file: only files are registered as sources")]
+    NotAFile { path: PathBuf },
+
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 fn render_all_failed(filename: &str, failures: &[SourceError]) -> String {
@@ -577,6 +587,279 @@ fn file_name_of(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+// ---------------------------------------------------------------------------
+// Registering by content
+
+/// The three names a source file can be pinned by, computed in one pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentIds {
+    pub sha256: Checksum,
+    pub md5: Checksum,
+    /// BLAKE3 of the bytes: the tree hash of a single-file root (see [`crate::tree`]).
+    pub blake3: Checksum,
+    pub size: u64,
+}
+
+impl ContentIds {
+    pub fn all(&self) -> [&Checksum; 3] {
+        [&self.sha256, &self.md5, &self.blake3]
+    }
+    /// The checksum of the same algorithm as `other`.
+    pub fn like(&self, other: &Checksum) -> &Checksum {
+        match other {
+            Checksum::Sha256(_) => &self.sha256,
+            Checksum::Md5(_) => &self.md5,
+            Checksum::Blake3(_) => &self.blake3,
+        }
+    }
+}
+
+/// sha256, md5 and blake3 of a regular file, streamed.
+pub fn content_ids(path: &Path) -> Result<ContentIds, SourceError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(SourceError::NotAFile { path: path.to_path_buf() });
+    }
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut hashers = [
+        Hasher::like(&Checksum::Sha256([0; 32])),
+        Hasher::like(&Checksum::Md5([0; 16])),
+        Hasher::like(&Checksum::Blake3(Digest([0; 32]))),
+    ];
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hashers.iter_mut().for_each(|h| h.update(&buf[..n]));
+    }
+    let [sha256, md5, blake3] = hashers.map(Hasher::finish);
+    Ok(ContentIds { sha256, md5, blake3, size })
+}
+
+/// What [`store_by_content`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub ids: ContentIds,
+    /// The names it was not known by before (empty: it was fully present already).
+    pub added: Vec<Checksum>,
+}
+
+/// Register the regular file `file` in the store under its sha256, md5 and blake3, so a
+/// recipe pinning any of them finds it. The bytes are stored once: the md5 and blake3 names
+/// are hard links to the sha256 one (a copy where the file system refuses links). A file
+/// inside `STORE/tmp` is moved, any other is copied. `expected`, when given, must be one of
+/// the three (a download verified against its pin); otherwise nothing is stored.
+pub fn store_by_content(store: &Store, file: &Path, expected: Option<&Checksum>) -> Result<Stored, SourceError> {
+    let ids = content_ids(file)?;
+    if let Some(expected) = expected {
+        let actual = ids.like(expected);
+        if actual != expected {
+            return Err(SourceError::ChecksumMismatch {
+                filename: file_name_of(file),
+                url: format!("file://{}", file.display()),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            });
+        }
+    }
+    let mut added = Vec::new();
+    let primary = store.source_path(&ids.sha256);
+    if !store.has_source(&ids.sha256) {
+        store.add_source(file, &ids.sha256)?;
+        added.push(ids.sha256.clone());
+    }
+    for alias in [&ids.md5, &ids.blake3] {
+        if !store.has_source(alias) {
+            add_alias(store, &primary, alias)?;
+            added.push(alias.clone());
+        }
+    }
+    Ok(Stored { ids, added })
+}
+
+/// Register `primary` (already in `sources/`) under another checksum too, by hard link.
+fn add_alias(store: &Store, primary: &Path, alias: &Checksum) -> Result<(), SourceError> {
+    let scratch = store.scratch_dir("alias")?;
+    let link = scratch.path().join("source");
+    match fs::hard_link(primary, &link) {
+        // Inside STORE/tmp, so add_source renames the link into place: no second copy.
+        Ok(()) => store.add_source(&link, alias)?,
+        Err(_) => store.add_source(primary, alias)?,
+    };
+    Ok(())
+}
+
+/// Download the first of `locations` that answers (no checksum to verify against: this is
+/// how a pin is made) into `dest` (a new file), returning its sha256.
+pub fn download_unpinned(
+    filename: &str,
+    locations: &[&str],
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Checksum, SourceError> {
+    refuse_existing(dest)?;
+    let like = Checksum::Sha256([0; 32]);
+    let mut failures = Vec::new();
+    for url in locations {
+        let attempt = open_url(url).and_then(|(mut reader, total)| {
+            let mut out = OpenOptions::new().write(true).create_new(true).open(dest).map_err(io_err(dest))?;
+            let sha256 = copy_hashing(&mut *reader, &mut out, &like, dest, url, total, progress)?;
+            out.sync_all().map_err(io_err(dest))?;
+            Ok(sha256)
+        });
+        match attempt {
+            Ok(sha256) => return Ok(sha256),
+            Err(err) => {
+                remove_any(dest);
+                failures.push(err);
+            }
+        }
+    }
+    if failures.len() == 1 {
+        return Err(failures.remove(0));
+    }
+    Err(SourceError::AllLocationsFailed { filename: filename.to_string(), failures })
+}
+
+// ---------------------------------------------------------------------------
+// Fetching many sources
+
+/// One source to make present, and who wants it (for messages).
+#[derive(Clone, Debug)]
+pub struct FetchItem {
+    pub package: String,
+    pub source: Source,
+}
+
+/// What happened to one [`FetchItem`].
+#[derive(Debug)]
+pub enum FetchOutcome {
+    /// Already in the store under its pinned checksum: nothing downloaded.
+    Present,
+    Fetched { size: u64 },
+    Failed(FetchError),
+}
+
+/// A failed fetch, with everything needed to act on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: package {package}: cannot fetch {filename}\n  {}\n  what to do: {}", indent(&error.to_string()), advice(error, &at.file, package))]
+pub struct FetchError {
+    /// Where the `[[source]]` is written (recipe or overlay file).
+    pub at: Location,
+    pub package: String,
+    pub filename: String,
+    pub error: SourceError,
+}
+
+fn indent(text: &str) -> String {
+    text.replace('\n', "\n  ")
+}
+
+/// The next step for the user, by kind of failure.
+fn advice(error: &SourceError, file: &Path, package: &str) -> String {
+    match error {
+        SourceError::ChecksumMismatch { .. } => format!(
+            "if the new file is right (check it against the publisher's announcement), pin it with \
+             `forge prefetch --repin {} -p {package}`",
+            file.display()
+        ),
+        SourceError::AllLocationsFailed { failures, .. }
+            if failures.iter().any(|f| matches!(f, SourceError::ChecksumMismatch { .. })) =>
+        {
+            advice(&failures[0], file, package)
+        }
+        SourceError::DebUnavailable { .. } | SourceError::AptMissing { .. } | SourceError::DebAmbiguous { .. } => {
+            "see the apt message above".to_string()
+        }
+        _ => "check the URL and the network (add `mirrors = [...]` to the source); on an offline machine, \
+              download the file elsewhere and register it with `forge source add FILE`"
+            .to_string(),
+    }
+}
+
+/// Progress of the downloads of [`fetch_missing`], by index into its `items`.
+pub enum FetchEvent<'a> {
+    Started { item: usize, filename: &'a str },
+    Bytes { item: usize, done: u64, total: Option<u64> },
+    Finished { item: usize, outcome: &'a FetchOutcome },
+}
+
+/// Make every item's source present in the store: skip those already there, download the
+/// others (`jobs` at once; URL, then mirrors), verify them against their pin and register them
+/// by content. A failure does not stop the others. Returns one outcome per item, in order.
+pub fn fetch_missing(
+    store: &Store,
+    items: &[FetchItem],
+    jobs: usize,
+    observe: &(dyn Fn(FetchEvent<'_>) + Sync),
+) -> Vec<FetchOutcome> {
+    let next = AtomicU64::new(0);
+    let slots: Vec<std::sync::Mutex<Option<FetchOutcome>>> = items.iter().map(|_| Default::default()).collect();
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+        let Some(item) = items.get(i) else { break };
+        let outcome = fetch_item(store, i, item, observe);
+        observe(FetchEvent::Finished { item: i, outcome: &outcome });
+        if let Ok(mut slot) = slots[i].lock() {
+            *slot = Some(outcome);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..jobs.max(1) {
+            // Fewer helpers if the system refuses threads: this thread works too.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, worker);
+        }
+        worker();
+    });
+    slots
+        .into_iter()
+        .zip(items)
+        .map(|(slot, item)| {
+            // Empty only if the worker panicked (scope re-raises that panic anyway).
+            slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                FetchOutcome::Failed(FetchError {
+                    at: item.source.at.clone(),
+                    package: item.package.clone(),
+                    filename: item.source.filename.clone(),
+                    error: SourceError::Download { url: String::new(), reason: "internal error: the fetch worker stopped".into() },
+                })
+            })
+        })
+        .collect()
+}
+
+fn fetch_item(store: &Store, i: usize, item: &FetchItem, observe: &(dyn Fn(FetchEvent<'_>) + Sync)) -> FetchOutcome {
+    let source = &item.source;
+    let fail = |error: SourceError| {
+        FetchOutcome::Failed(FetchError {
+            at: source.at.clone(),
+            package: item.package.clone(),
+            filename: source.filename.clone(),
+            error,
+        })
+    };
+    let Some(checksum) = &source.checksum else {
+        return fail(SourceError::MissingChecksum { filename: source.filename.clone() });
+    };
+    if store.has_source(checksum) {
+        return FetchOutcome::Present;
+    }
+    observe(FetchEvent::Started { item: i, filename: &source.filename });
+    let result = store.scratch_dir("fetch").map_err(SourceError::from).and_then(|scratch| {
+        let dest = scratch.path().join(&source.filename);
+        fetch(source, &dest, &mut |done, total| observe(FetchEvent::Bytes { item: i, done, total }))?;
+        store_by_content(store, &dest, Some(checksum))
+    });
+    match result {
+        Ok(stored) => FetchOutcome::Fetched { size: stored.ids.size },
+        Err(error) => fail(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,5 +1176,28 @@ mod tests {
         let dest = dir.path().join("staged.patch");
         stage_local(&src, &dest, &tree_hash(&src).unwrap()).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"--- a\n+++ b\n");
+    }
+
+    #[test]
+    fn store_by_content_links_one_copy_under_three_names() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let file = dir.path().join("lfs-sources.tar");
+        fs::write(&file, b"one copy").unwrap();
+        let stored = store_by_content(&store, &file, None).unwrap();
+        assert_eq!(stored.added.len(), 3);
+        assert_eq!(stored.ids.sha256, sha256_of(b"one copy"));
+        assert_eq!(stored.ids.md5, Checksum::Md5([0; 16]).compute_like(b"one copy"));
+        let inode = |c: &Checksum| fs::metadata(store.source_path(c)).unwrap().ino();
+        assert_eq!(inode(&stored.ids.sha256), inode(&stored.ids.md5));
+        assert_eq!(inode(&stored.ids.sha256), inode(&stored.ids.blake3));
+        assert_eq!(stored.ids.blake3, Checksum::Blake3(Digest::of(b"one copy")));
+        // A second registration adds nothing; a wrong expected checksum stores nothing.
+        assert!(store_by_content(&store, &file, None).unwrap().added.is_empty());
+        fs::write(&file, b"other bytes").unwrap();
+        let err = store_by_content(&store, &file, Some(&sha256_of(b"one copy"))).unwrap_err();
+        assert!(matches!(err, SourceError::ChecksumMismatch { .. }), "{err:?}");
+        assert!(!store.has_source(&sha256_of(b"other bytes")));
     }
 }

@@ -18,6 +18,8 @@ pub struct BuildArgs {
     /// Build only these packages (and what they depend on) out of FILEs
     #[arg(short, long = "package", value_name = "NAME")]
     packages: Vec<String>,
+    #[command(flatten)]
+    overlays: super::OverlayArgs,
     /// Number of builds to run at once [default: number of CPUs]
     #[arg(short, long, value_name = "N")]
     jobs: Option<usize>,
@@ -36,7 +38,7 @@ pub struct BuildArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
-    let planned = load_and_plan(&args.files, &args.packages)?;
+    let planned = load_and_plan(&args.files, &args.packages, &args.overlays)?;
     let store = global.open_store()?;
     let (graph, plan) = (&planned.graph, &planned.plan);
 

@@ -5,10 +5,13 @@
 //! 2 bad usage or bad recipes.
 
 mod build;
+mod fetch;
 mod gc;
 mod log;
+mod prefetch;
 mod progress;
 mod show;
+mod source;
 mod verify;
 
 use std::path::PathBuf;
@@ -62,6 +65,13 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Delete store objects that no root keeps (roots: the latest result of each built set)
     Gc(gc::GcArgs),
+    /// Download and verify the sources of recipes or sets (and what they depend on) into the store
+    Fetch(fetch::FetchArgs),
+    /// Register local source files in the store by content (offline machines, LFS sources/ dirs)
+    #[command(subcommand)]
+    Source(source::SourceCommand),
+    /// Download url sources and pin their sha256 into the recipe files
+    Prefetch(prefetch::PrefetchArgs),
 }
 
 /// Entry point of the `forge` binary; returns the process exit status.
@@ -79,6 +89,9 @@ pub fn run() -> i32 {
         Command::Log(args) => log::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
+        Command::Fetch(args) => fetch::run(&cli.global, args),
+        Command::Source(command) => source::run(&cli.global, command),
+        Command::Prefetch(args) => prefetch::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,
@@ -129,26 +142,48 @@ impl GlobalArgs {
     }
 }
 
+/// `--overlay FILE` (repeatable): override packages' version, sources, patches and env.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OverlayArgs {
+    /// Apply the overrides in this overlay file (repeatable; later files apply on top)
+    #[arg(long = "overlay", value_name = "FILE")]
+    pub overlay_files: Vec<PathBuf>,
+}
+
 /// Recipes loaded, resolved and hashed: everything `build` and `show` start from.
 pub struct Planned {
     pub graph: Graph,
     pub plan: Plan,
 }
 
-/// Load FILEs, resolve names, keep the closure of `packages` (all when empty), hash.
-/// Every recipe problem is a usage failure (exit 2) listing all errors found.
-pub fn load_and_plan(files: &[PathBuf], packages: &[String]) -> Result<Planned, Failure> {
-    let loaded = recipe::load(files).map_err(Failure::usage)?;
-    for warning in &loaded.warnings {
-        eprintln!("forge: warning: {warning}");
-    }
+/// Load FILEs, apply overlays, resolve names, keep the closure of `packages` (all when
+/// empty), hash. Every recipe problem is a usage failure (exit 2) listing all errors found.
+pub fn load_and_plan(files: &[PathBuf], packages: &[String], overlays: &OverlayArgs) -> Result<Planned, Failure> {
+    let graph = load_graph(files, packages, overlays)?;
+    let plan = derivation::plan(&graph).map_err(Failure::usage)?;
+    Ok(Planned { graph, plan })
+}
+
+/// Load FILEs, apply overlays, resolve names, keep the closure of `packages` (all when empty).
+pub fn load_graph(files: &[PathBuf], packages: &[String], overlays: &OverlayArgs) -> Result<Graph, Failure> {
+    let loaded = load_with_overlays(files, overlays)?;
     let mut graph = Graph::resolve(loaded).map_err(Failure::usage)?;
     if !packages.is_empty() {
         let names: Vec<&str> = packages.iter().map(String::as_str).collect();
         graph = graph.restrict(&names).map_err(Failure::usage)?;
     }
-    let plan = derivation::plan(&graph).map_err(Failure::usage)?;
-    Ok(Planned { graph, plan })
+    Ok(graph)
+}
+
+/// Load FILEs and apply the overlays to them; prints the loader's warnings.
+pub fn load_with_overlays(files: &[PathBuf], overlays: &OverlayArgs) -> Result<recipe::Loaded, Failure> {
+    let overlays = recipe::load_overlays(&overlays.overlay_files).map_err(Failure::usage)?;
+    let mut loaded = recipe::load(files).map_err(Failure::usage)?;
+    recipe::apply_overlays(&mut loaded, &overlays).map_err(Failure::usage)?;
+    for warning in &loaded.warnings {
+        eprintln!("forge: warning: {warning}");
+    }
+    Ok(loaded)
 }
 
 /// The process is about to exit: skip freeing the graph and plan, which costs ~60 ms for a

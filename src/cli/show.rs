@@ -16,13 +16,15 @@ pub struct ShowArgs {
     /// Show only these packages and what they depend on
     #[arg(short, long = "package", value_name = "NAME")]
     packages: Vec<String>,
+    #[command(flatten)]
+    overlays: super::OverlayArgs,
     /// One JSON object per node on stdout
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
-    let planned = load_and_plan(&args.files, &args.packages)?;
+    let planned = load_and_plan(&args.files, &args.packages, &args.overlays)?;
     let store = global.open_store()?;
     let (graph, plan) = (&planned.graph, &planned.plan);
     let status = executor::assess(&store, graph, plan)?;

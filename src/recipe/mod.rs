@@ -3,7 +3,9 @@
 //! Owner of the recipe/set file format. Everything here is pure data plus the
 //! loader; name resolution across files happens in [`crate::graph`].
 
+mod overlay;
 mod parse;
+mod pin;
 mod set;
 
 use std::collections::BTreeMap;
@@ -12,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use crate::hash::{Checksum, ParseDigestError};
 
+pub use overlay::{apply_overlays, load_overlay, load_overlays, Overlay, OverlayProblem, Override};
 pub use parse::{is_valid_name, DEFAULT_SHELL};
+pub use pin::{pin_sha256, unpinned_url_sources, PinError, PinTarget, UnpinnedSource};
 
 /// Load the recipes and sets named on the command line, with everything their
 /// sets include. Every problem found in any file is reported, one per line.
@@ -218,6 +222,8 @@ pub enum ProblemKind {
     MissingFileSource { path: PathBuf },
     #[error("two sources named {name:?} in $FORGE_SOURCES (the first at {first}): set `name` on one")]
     DuplicateSourceName { name: String, first: Location },
+    #[error("{0}")]
+    Overlay(overlay::OverlayProblem),
     #[error("invalid environment variable name {name:?}")]
     BadEnvName { name: String },
     #[error("{name:?}: FORGE_* variables are reserved for forge")]

@@ -80,7 +80,7 @@ struct RawSet {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSource {
+pub(crate) struct RawSource {
     url: Option<Spanned<String>>,
     mirrors: Option<Spanned<Vec<String>>>,
     file: Option<Spanned<String>>,
@@ -381,6 +381,27 @@ fn validate_source(ctx: &mut FileCtx, span: &Range<usize>, raw: RawSource) -> Op
     }
 }
 
+/// Source and env entries written outside a recipe (an overlay, see `overlay.rs`), validated
+/// with exactly a recipe's rules; `file` paths resolve against `file`'s directory.
+pub(crate) struct Fragment {
+    pub sources: Vec<Source>,
+    pub env: BTreeMap<String, String>,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+pub(crate) fn validate_fragment(
+    file: &Path,
+    text: &str,
+    sources: Vec<Spanned<RawSource>>,
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+) -> Fragment {
+    let mut ctx = FileCtx { file, index: LineIndex::new(text), problems: Vec::new(), warnings: Vec::new() };
+    let sources = validate_sources(&mut ctx, sources);
+    let env = validate_env(&mut ctx, env);
+    Fragment { sources, env, problems: ctx.problems, warnings: ctx.warnings }
+}
+
 /// The checksum of a source, with problems for missing, duplicate or malformed keys.
 fn validate_checksum(ctx: &mut FileCtx, span: &Range<usize>, raw: &RawSource) -> Option<Checksum> {
     let keys = [("sha256", &raw.sha256), ("blake3", &raw.blake3), ("md5", &raw.md5)];
@@ -431,7 +452,7 @@ fn file_source(ctx: &mut FileCtx, file: &Spanned<String>) -> Option<SourceKind> 
 }
 
 /// The last path segment of a URL, without query or fragment.
-fn url_filename(url: &str) -> Option<String> {
+pub(crate) fn url_filename(url: &str) -> Option<String> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let after_scheme = path.split_once("://").map_or(path, |(_, rest)| rest);
     let (_host, path) = after_scheme.split_once('/')?;
