@@ -1,0 +1,107 @@
+# Shared build conventions of the LFS/BLFS recipe tree (docs/lfs-recipes.md).
+#
+# Every recipe under recipes/packages/ lists this file as a `file` source and
+# starts its script with `. "$FORGE_SOURCES/lfs.sh"`. Because it is a source,
+# editing it changes the derivation of every package that uses it.
+#
+# Sourcing it also registers lfs_finish to run when the script ends with
+# status 0, so every output gets the same book-wide cleanup.
+
+export MAKEFLAGS="-j${FORGE_JOBS:-1}"
+# Read by the ninja of chapter 8 (patched as the book suggests); meson builds pass -j too.
+export NINJAJOBS="${FORGE_JOBS:-1}"
+# BLFS's Xorg build environment (BLFS "Introduction to Xorg").
+export XORG_PREFIX=/usr
+export XORG_CONFIG="--prefix=$XORG_PREFIX --sysconfdir=/etc --localstatedir=/var --disable-static"
+
+# lfs_unpack ARCHIVE: extract $FORGE_SOURCES/ARCHIVE under /build and cd into
+# its single top-level directory (whatever it is called, so Debian's
+# repacked orig tarballs work as well as upstream's).
+lfs_unpack() {
+  local scratch
+  scratch=$(mktemp -d /build/unpack.XXXXXX)
+  tar -xf "$FORGE_SOURCES/$1" -C "$scratch"
+  set -- "$scratch"/*
+  if [ $# -ne 1 ] || [ ! -d "$1" ]; then
+    echo "lfs_unpack: expected one top-level directory in the archive, found: $*" >&2
+    return 1
+  fi
+  cd "$1"
+}
+
+# lfs_config_guess: the build triplet, from the package's own config.guess.
+lfs_config_guess() {
+  local guess
+  for guess in build-aux/config.guess config.guess support/config.guess scripts/config.guess ../config.guess; do
+    if [ -f "$guess" ]; then sh "$guess"; return; fi
+  done
+  echo "lfs_config_guess: no config.guess in $PWD" >&2
+  return 1
+}
+
+# lfs_install: `make DESTDIR=$FORGE_OUT install` plus any extra make arguments.
+lfs_install() {
+  make DESTDIR="$FORGE_OUT" "$@" install
+}
+
+# lfs_gnu ARGS...: the common autotools case of chapters 7, 8 and BLFS.
+lfs_gnu() {
+  ./configure --prefix=/usr "$@"
+  make
+  lfs_install
+}
+
+# lfs_cross_gnu ARGS...: the same for chapter 6: cross-compiled for $LFS_TGT
+# against the sysroot staged at $LFS.
+lfs_cross_gnu() {
+  ./configure --prefix=/usr --host="$LFS_TGT" --build="$(lfs_config_guess)" "$@"
+  make
+  lfs_install
+}
+
+# lfs_meson ARGS...: a meson project, built in ./build.
+lfs_meson() {
+  mkdir -p build
+  (cd build && meson setup --prefix=/usr --buildtype=release "$@" .. && ninja -j"${FORGE_JOBS:-1}" && DESTDIR="$FORGE_OUT" ninja install)
+}
+
+# lfs_pip NAME: the book's way to build and install a Python module from source.
+lfs_pip() {
+  pip3 wheel -w dist --no-cache-dir --no-build-isolation --no-deps "$PWD"
+  pip3 install --no-index --no-user --root="$FORGE_OUT" --find-links dist "$1"
+}
+
+# lfs_gcc_prereqs: unpack GMP, MPFR and MPC into the GCC source tree (chapters 5 and 6).
+lfs_gcc_prereqs() {
+  local dep
+  for dep in mpfr-4.2.1.tar.xz gmp-6.3.0.tar.xz mpc-1.3.1.tar.gz; do
+    tar -xf "$FORGE_SOURCES/$dep"
+    mv "${dep%.tar.*}" "${dep%%-*}"
+  done
+}
+
+# lfs_finish: the cleanup every output gets.
+# - /bin, /sbin and /lib are symlinks into /usr (lfs-layout), so a package
+#   must not ship them as directories: move such files under usr/.
+# - The info directory index and perllocal.pod are rewritten by every package
+#   that installs info pages or Perl modules; kept, they would make any two
+#   such packages collide in a sandbox root. The system builds its own index.
+# - Libtool archives are removed (LFS 8.84 "Cleaning Up" does it for all).
+lfs_finish() {
+  local dir
+  for dir in bin sbin lib; do
+    if [ -d "$FORGE_OUT/$dir" ] && [ ! -L "$FORGE_OUT/$dir" ]; then
+      mkdir -p "$FORGE_OUT/usr/$dir"
+      cp -a "$FORGE_OUT/$dir/." "$FORGE_OUT/usr/$dir/"
+      rm -rf "${FORGE_OUT:?}/$dir"
+    fi
+  done
+  rm -f "$FORGE_OUT/usr/share/info/dir"
+  find "$FORGE_OUT" \( -name '*.la' -o -name perllocal.pod \) -type f -delete
+}
+
+lfs_on_exit() {
+  local status=$?
+  if [ "$status" -eq 0 ]; then lfs_finish; fi
+}
+trap lfs_on_exit EXIT
