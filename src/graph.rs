@@ -405,7 +405,7 @@ mod tests {
     /// A recipe named `name` in `name.toml`; deps written on lines 10, 11, ...
     fn recipe(name: &str, build: &[&str], runtime: &[&str]) -> Recipe {
         let file = format!("{name}.toml");
-        let dep = |(i, n): (usize, &&str)| DepRef { name: n.to_string(), at: at(&file, 10 + i) };
+        let dep = |(i, n): (usize, &&str)| DepRef::new(*n, at(&file, 10 + i));
         Recipe {
             file: PathBuf::from(&file),
             name: name.to_string(),
