@@ -4,7 +4,7 @@
 # through its normal path (the upstream URL fails offline, the mirror answers).
 #
 #   scripts/lfs-chapter5.sh [FORGE BUILD ARGS...]
-#   e.g. scripts/lfs-chapter5.sh --store /var/tmp/lfs-a -j 1
+#   e.g. FORGE_STORE=/var/tmp/lfs-a scripts/lfs-chapter5.sh -j 1
 #
 # Fetch the sources first: scripts/debian-sources.sh binutils
 # FORGE (default target/debug/forge) names the binary. Not run in CI: it takes minutes.
@@ -30,4 +30,4 @@ done
 start=$(date +%s)
 "$forge" build "$@" "$repo/recipes/lfs-debian/chapter5.toml"
 echo "wall time: $(( $(date +%s) - start )) s" >&2
-"$forge" show "$@" "$repo/recipes/lfs-debian/chapter5.toml" 2>/dev/null || true
+"$forge" show "$repo/recipes/lfs-debian/chapter5.toml"
