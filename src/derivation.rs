@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use crate::graph::{Graph, Node, NodeId};
+use crate::graph::{Graph, Node, NodeId, Staged};
 use crate::hash::{Checksum, Digest};
-use crate::recipe::{Action, SourceKind};
+use crate::recipe::{stage, Action, SourceKind};
 
 pub const DRV_FORMAT: &str = "forge-drv-v1";
 
@@ -65,6 +65,17 @@ pub struct SourceRef {
 pub struct Input {
     pub name: String,
     pub id: InputId,
+    /// Where the input's output is placed in the sandbox: a valid
+    /// [`crate::recipe::stage`] location, `/` unless the recipe staged it elsewhere.
+    /// Encoded only when not `/`, so unstaged derivations hash as before.
+    pub at: PathBuf,
+}
+
+impl Input {
+    /// An input placed at the sandbox root.
+    pub fn at_root(name: impl Into<String>, id: InputId) -> Input {
+        Input { name: name.into(), id, at: PathBuf::from(stage::ROOT) }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,8 +137,14 @@ impl Derivation {
                 InputId::Drv(d) => ("drv", d),
                 InputId::Out(d) => ("out", d),
             };
-            // Keys in bytewise order: "drv" < "name" < "out".
+            // Keys in bytewise order: "at" < "drv" < "name" < "out"; `at` only when not `/`.
             out.push(b'{');
+            if input.at != Path::new(stage::ROOT) {
+                out.extend_from_slice(b"\"at\":");
+                // Valid locations are UTF-8 (they come from TOML strings).
+                push_string(out, &input.at.to_string_lossy());
+                out.push(b',');
+            }
             if key == "drv" {
                 out.extend_from_slice(b"\"drv\":");
                 push_digest(out, &digest);
@@ -178,7 +195,7 @@ impl Derivation {
             .inputs
             .iter()
             .zip(outs)
-            .map(|(input, out)| Input { name: input.name.clone(), id: InputId::Out(*out) })
+            .map(|(input, out)| Input { id: InputId::Out(*out), ..input.clone() })
             .collect();
         Ok(Derivation { inputs, ..self.clone() })
     }
@@ -285,6 +302,7 @@ struct RawBuilder {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInput {
+    at: Option<String>,
     name: String,
     drv: Option<String>,
     out: Option<String>,
@@ -319,7 +337,11 @@ impl RawDerivation {
                     (None, Some(out)) => InputId::Out(parse_digest(&out)?),
                     _ => return Err(malformed(format!("input {:?} needs exactly one of drv, out", input.name))),
                 };
-                Ok(Input { name: input.name, id })
+                let at = input.at.unwrap_or_else(|| stage::ROOT.to_string());
+                if let Some(reason) = stage::problem(&at) {
+                    return Err(malformed(format!("input {:?} at {at:?}: {reason}", input.name)));
+                }
+                Ok(Input { name: input.name, id, at: PathBuf::from(at) })
             })
             .collect::<Result<_, _>>()?;
         let sources = self
@@ -355,7 +377,8 @@ impl RawDerivation {
 pub struct Plan {
     pub drvs: Vec<Derivation>,
     pub drv_hashes: Vec<Digest>,
-    /// `closures[id]` = `graph.input_closure(id)`; `drvs[id].inputs` name the same nodes.
+    /// `closures[id][k]` is the node of `drvs[id].inputs[k]`: the nodes of
+    /// `graph.staged_closure(id)`, so a node staged at two places appears twice.
     pub closures: Vec<Vec<NodeId>>,
 }
 
@@ -369,7 +392,7 @@ pub fn host_system() -> String {
 /// more than its deepest dependency's), each level in parallel.
 pub fn plan(graph: &Graph) -> Result<Plan, DerivationError> {
     let file_hashes = hash_file_sources(graph)?;
-    let closures: Vec<Vec<NodeId>> = (0..graph.nodes.len()).into_par_iter().map(|id| graph.input_closure(id)).collect();
+    let staged: Vec<Vec<Staged>> = (0..graph.nodes.len()).into_par_iter().map(|id| graph.staged_closure(id)).collect();
     let system = host_system();
     let mut drvs: Vec<Option<Derivation>> = vec![None; graph.nodes.len()];
     let mut drv_hashes: Vec<Option<Digest>> = vec![None; graph.nodes.len()];
@@ -377,12 +400,13 @@ pub fn plan(graph: &Graph) -> Result<Plan, DerivationError> {
         let done: Vec<(NodeId, Derivation, Digest)> = level
             .par_iter()
             .map(|&id| {
-                let inputs = closures[id]
+                let inputs = staged[id]
                     .iter()
-                    .map(|&dep| Input {
-                        name: graph.nodes[dep].recipe.name.clone(),
+                    .map(|input| Input {
+                        name: graph.nodes[input.node].recipe.name.clone(),
                         // Every input sits on an earlier level, so its hash is known.
-                        id: InputId::Drv(drv_hashes[dep].unwrap_or(Digest([0; 32]))),
+                        id: InputId::Drv(drv_hashes[input.node].unwrap_or(Digest([0; 32]))),
+                        at: input.at.to_path_buf(),
                     })
                     .collect();
                 let drv = derivation_of(&graph.nodes[id], &system, &file_hashes, inputs)?;
@@ -398,7 +422,7 @@ pub fn plan(graph: &Graph) -> Result<Plan, DerivationError> {
     Ok(Plan {
         drvs: drvs.into_iter().flatten().collect(),
         drv_hashes: drv_hashes.into_iter().flatten().collect(),
-        closures,
+        closures: staged.into_iter().map(|inputs| inputs.into_iter().map(|input| input.node).collect()).collect(),
     })
 }
 
@@ -447,7 +471,7 @@ fn derivation_of(
             Ok(SourceRef { filename: source.filename.clone(), checksum })
         })
         .collect::<Result<_, _>>()?;
-    Ok(    Derivation {
+    Ok(Derivation {
         name: recipe.name.clone(),
         version: recipe.version.clone(),
         system: system.to_string(),
@@ -510,8 +534,8 @@ mod tests {
             env: build_env("hello", "2.12", &BTreeMap::from([("CFLAGS".into(), "-O2".into())])),
             sources: vec![SourceRef { filename: "hello.tar.gz".into(), checksum: Checksum::Md5([7; 16]) }],
             inputs: vec![
-                Input { name: "seed".into(), id: InputId::Drv(Digest::of(b"seed")) },
-                Input { name: "zlib".into(), id: InputId::Out(Digest::of(b"zlib")) },
+                Input::at_root("seed", InputId::Drv(Digest::of(b"seed"))),
+                Input::at_root("zlib", InputId::Out(Digest::of(b"zlib"))),
             ],
         }
     }
@@ -589,11 +613,44 @@ mod tests {
         let drv = sample();
         let outs = [Digest::of(b"o1"), Digest::of(b"o2")];
         let resolved = drv.resolve(&outs).unwrap();
-        assert_eq!(resolved.inputs[0], Input { name: "seed".into(), id: InputId::Out(outs[0]) });
+        assert_eq!(resolved.inputs[0], Input::at_root("seed", InputId::Out(outs[0])));
         assert_ne!(resolved.hash(), drv.hash());
         assert_eq!(drv.resolved_key(&outs).unwrap(), resolved.hash());
         let err = drv.resolve(&outs[..1]).unwrap_err();
         assert_eq!(err.to_string(), "derivation of \"hello\" has 2 inputs but 1 output hashes were given");
+    }
+
+    #[test]
+    fn staged_inputs_encode_at_first_and_only_when_not_root() {
+        let mut drv = sample();
+        drv.inputs.truncate(1);
+        let root_bytes = String::from_utf8(drv.canonical_bytes()).unwrap();
+        assert!(root_bytes.contains(&format!("\"inputs\":[{{\"drv\":\"{}\",\"name\":\"seed\"}}]", Digest::of(b"seed"))));
+        drv.inputs[0].at = PathBuf::from("/lfs");
+        let staged = String::from_utf8(drv.canonical_bytes()).unwrap();
+        assert!(staged.contains(&format!("\"inputs\":[{{\"at\":\"/lfs\",\"drv\":\"{}\",\"name\":\"seed\"}}]", Digest::of(b"seed"))));
+        assert_eq!(Derivation::from_canonical(staged.as_bytes()).unwrap(), drv);
+        // Resolving keeps the placement, so the resolved key covers it too.
+        let outs = [Digest::of(b"o")];
+        assert_eq!(drv.resolve(&outs).unwrap().inputs[0].at, PathBuf::from("/lfs"));
+        let mut at_root = drv.clone();
+        at_root.inputs[0].at = PathBuf::from("/");
+        assert_ne!(drv.resolved_key(&outs).unwrap(), at_root.resolved_key(&outs).unwrap());
+    }
+
+    #[test]
+    fn explicit_root_or_invalid_locations_are_rejected_when_parsing() {
+        let mut drv = sample();
+        drv.inputs.truncate(1);
+        drv.inputs[0].at = PathBuf::from("/lfs");
+        let text = String::from_utf8(drv.canonical_bytes()).unwrap();
+        let explicit_root = text.replacen("\"at\":\"/lfs\"", "\"at\":\"/\"", 1);
+        assert!(matches!(Derivation::from_canonical(explicit_root.as_bytes()), Err(DerivationError::NotCanonical)));
+        let relative = text.replacen("\"at\":\"/lfs\"", "\"at\":\"lfs\"", 1);
+        match Derivation::from_canonical(relative.as_bytes()) {
+            Err(DerivationError::Malformed(m)) => assert!(m.contains("absolute"), "{m}"),
+            other => panic!("expected Malformed, got {other:?}"),
+        }
     }
 
     #[test]

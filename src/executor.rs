@@ -390,10 +390,16 @@ fn realise(
     }
 
     observer.event(Event::Started { node: id, name: &recipe.name, drv: &drv_hash });
+    // `drv.inputs[k]` is the input of node `closures[id][k]`, with its placement.
     let layers: Vec<Layer> = plan.closures[id]
         .iter()
+        .zip(&drv.inputs)
         .zip(input_outs)
-        .map(|(&i, out)| Layer { name: graph.nodes[i].recipe.name.clone(), path: store.object_path(out) })
+        .map(|((&i, input), out)| Layer {
+            name: graph.nodes[i].recipe.name.clone(),
+            path: store.object_path(out),
+            at: input.at.clone(),
+        })
         .collect();
     match build_one(store, recipe, drv, &drv_hash, &resolved, layers, opts, observer, id) {
         Ok(out) => done(out, Realised::Built),

@@ -4,12 +4,19 @@
 //! Every check runs before anything is built and all problems are reported
 //! together. The graph caches each node's runtime closure as a sorted vector,
 //! so sandbox input closures cost time proportional to their size.
+//!
+//! Closures are made of [`Staged`] pairs: a node and where its output is placed
+//! in the sandbox (`[deps]` `at`, docs/recipes.md). A dependency staged at `P`
+//! brings its runtime closure staged under `P` too, so the same node may appear
+//! at several places; identical pairs appear once.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::recipe::{Loaded, Location, Recipe, Target};
+use crate::recipe::{stage, Loaded, Location, Recipe, Target};
 
 /// Index into [`Graph::nodes`].
 pub type NodeId = usize;
@@ -17,6 +24,7 @@ pub type NodeId = usize;
 #[derive(Debug)]
 pub struct Node {
     pub recipe: Recipe,
+    /// `build_deps[i]` is `recipe.build_deps[i]` resolved (same for runtime).
     pub build_deps: Vec<NodeId>,
     pub runtime_deps: Vec<NodeId>,
 }
@@ -25,6 +33,35 @@ impl Node {
     /// Build and runtime dependencies, build first, as written.
     pub fn deps(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.build_deps.iter().chain(&self.runtime_deps).copied()
+    }
+
+    /// Build and runtime dependencies with their staging locations, build first.
+    pub fn staged_deps(&self) -> impl Iterator<Item = (NodeId, &Path)> + '_ {
+        let build = self.build_deps.iter().zip(&self.recipe.build_deps);
+        build.chain(self.runtime_deps.iter().zip(&self.recipe.runtime_deps)).map(|(&id, dep)| (id, dep.staged_at.as_path()))
+    }
+
+    /// Runtime dependencies with their staging locations.
+    fn staged_runtime_deps(&self) -> impl Iterator<Item = (NodeId, &Path)> + '_ {
+        self.runtime_deps.iter().zip(&self.recipe.runtime_deps).map(|(&id, dep)| (id, dep.staged_at.as_path()))
+    }
+}
+
+/// A node's output placed at an absolute directory of a sandbox (`/` by default).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Staged {
+    pub node: NodeId,
+    /// A valid [`stage`] location; shared because most are `/`.
+    pub at: Arc<Path>,
+}
+
+impl Staged {
+    /// This pair seen from a sandbox where its owner is placed at `outer`.
+    fn under(&self, outer: &Path) -> Staged {
+        if outer == Path::new(stage::ROOT) {
+            return self.clone();
+        }
+        Staged { node: self.node, at: stage::compose(outer, &self.at).into() }
     }
 }
 
@@ -37,8 +74,9 @@ pub struct Graph {
     topo: Vec<NodeId>,
     /// `rank[id]` = position of `id` in `topo`.
     rank: Vec<usize>,
-    /// Each node's runtime closure, itself included, sorted by id.
-    runtime_closure: Vec<Vec<NodeId>>,
+    /// Each node's runtime closure, itself included at `/`, locations relative to
+    /// the node's own root, sorted by (id, location).
+    runtime_closure: Vec<Vec<Staged>>,
 }
 
 /// Everything wrong with a graph; `Display` prints one problem per line.
@@ -116,10 +154,24 @@ impl Graph {
     /// [`Graph::topo_order`] (dependencies first, ties by name). That order,
     /// restricted to the closure, depends only on the closure's members and
     /// their own dependencies, not on unrelated recipes loaded alongside.
+    ///
+    /// Each distinct node once, wherever it is staged; see [`Graph::staged_closure`].
     pub fn input_closure(&self, id: NodeId) -> Vec<NodeId> {
-        let mut members: Vec<NodeId> =
-            self.nodes[id].deps().flat_map(|dep| self.runtime_closure[dep].iter().copied()).collect();
-        members.sort_unstable_by_key(|&m| self.rank[m]);
+        let mut members: Vec<NodeId> = self.staged_closure(id).into_iter().map(|s| s.node).collect();
+        members.dedup();
+        members
+    }
+
+    /// What the sandbox of `id` holds, with placements: each build and runtime
+    /// dependency at its `at`, plus its runtime closure under that same place
+    /// (nested `at`s compose). Ordered like [`Graph::input_closure`], then by
+    /// location; identical pairs appear once.
+    pub fn staged_closure(&self, id: NodeId) -> Vec<Staged> {
+        let mut members: Vec<Staged> = self.nodes[id]
+            .staged_deps()
+            .flat_map(|(dep, at)| self.runtime_closure[dep].iter().map(move |member| member.under(at)))
+            .collect();
+        members.sort_unstable_by(|a, b| (self.rank[a.node], &a.at).cmp(&(self.rank[b.node], &b.at)));
         members.dedup();
         members
     }
@@ -377,12 +429,13 @@ fn topological_order(nodes: &[Node]) -> Vec<NodeId> {
     order
 }
 
-fn runtime_closures(nodes: &[Node], topo: &[NodeId]) -> Vec<Vec<NodeId>> {
-    let mut closures: Vec<Vec<NodeId>> = vec![Vec::new(); nodes.len()];
+fn runtime_closures(nodes: &[Node], topo: &[NodeId]) -> Vec<Vec<Staged>> {
+    let root: Arc<Path> = Arc::from(Path::new(stage::ROOT));
+    let mut closures: Vec<Vec<Staged>> = vec![Vec::new(); nodes.len()];
     for &id in topo {
-        let mut closure = vec![id];
-        for &dep in &nodes[id].runtime_deps {
-            closure.extend_from_slice(&closures[dep]);
+        let mut closure = vec![Staged { node: id, at: root.clone() }];
+        for (dep, at) in nodes[id].staged_runtime_deps() {
+            closure.extend(closures[dep].iter().map(|member| member.under(at)));
         }
         closure.sort_unstable();
         closure.dedup();
@@ -396,7 +449,7 @@ mod tests {
     use super::*;
     use crate::recipe::{Action, DepRef, Requirements};
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     fn at(file: &str, line: usize) -> Location {
         Location { file: PathBuf::from(file), line, column: 1 }
@@ -405,7 +458,7 @@ mod tests {
     /// A recipe named `name` in `name.toml`; deps written on lines 10, 11, ...
     fn recipe(name: &str, build: &[&str], runtime: &[&str]) -> Recipe {
         let file = format!("{name}.toml");
-        let dep = |(i, n): (usize, &&str)| DepRef { name: n.to_string(), at: at(&file, 10 + i) };
+        let dep = |(i, n): (usize, &&str)| DepRef::new(*n, at(&file, 10 + i));
         Recipe {
             file: PathBuf::from(&file),
             name: name.to_string(),
@@ -460,6 +513,50 @@ mod tests {
         // Build deps of deps (bootstrap, cmake) stay out; runtime deps come in, deps first.
         assert_eq!(names(&g, &closure), ["libbar", "libfoo", "zlib", "binutils", "gcc"]);
         assert_eq!(names(&g, &g.input_closure(g.node_by_name("zlib").unwrap())), Vec::<String>::new());
+    }
+
+    /// `recipe(...)` with the dependency `dep` (build or runtime, first match) staged at `at`.
+    fn staged(mut r: Recipe, dep: &str, at: &str) -> Recipe {
+        let found = r.build_deps.iter_mut().chain(r.runtime_deps.iter_mut()).find(|d| d.name == dep && d.staged_at == Path::new("/"));
+        found.expect("dep to stage").staged_at = PathBuf::from(at);
+        r
+    }
+
+    fn placed(g: &Graph, id: NodeId) -> Vec<String> {
+        g.staged_closure(id).iter().map(|s| format!("{}@{}", g.nodes[s.node].recipe.name, s.at.display())).collect()
+    }
+
+    #[test]
+    fn staged_closure_places_runtime_closures_under_the_dependency() {
+        let g = graph(vec![
+            // gcc-pass1 sees glibc (and its runtime closure) in the sysroot, binutils at /.
+            staged(recipe("gcc-pass1", &["binutils", "glibc"], &[]), "glibc", "/lfs"),
+            recipe("binutils", &[], &["zlib"]),
+            // glibc stages its runtime dep on headers at /opt/h: the two locations compose.
+            staged(recipe("glibc", &[], &["headers", "zlib"]), "headers", "/opt/h"),
+            recipe("headers", &[], &[]),
+            recipe("zlib", &[], &[]),
+        ])
+        .unwrap();
+        let gcc = g.node_by_name("gcc-pass1").unwrap();
+        assert_eq!(placed(&g, gcc), ["headers@/lfs/opt/h", "zlib@/", "zlib@/lfs", "binutils@/", "glibc@/lfs"]);
+        // input_closure lists each node once, in the same order.
+        assert_eq!(names(&g, &g.input_closure(gcc)), ["headers", "zlib", "binutils", "glibc"]);
+        // Unstaged graphs give the same closures as before (every location `/`).
+        let glibc = g.node_by_name("glibc").unwrap();
+        assert_eq!(placed(&g, glibc), ["headers@/opt/h", "zlib@/"]);
+    }
+
+    #[test]
+    fn the_same_dependency_may_be_staged_twice_and_identical_pairs_dedupe() {
+        let mut r = recipe("app", &["lib", "lib", "lib"], &["lib"]);
+        r.build_deps[1].staged_at = PathBuf::from("/sysroot");
+        let g = graph(vec![r, recipe("lib", &[], &["rt"]), recipe("rt", &[], &[])]).unwrap();
+        let app = g.node_by_name("app").unwrap();
+        assert_eq!(placed(&g, app), ["rt@/", "rt@/sysroot", "lib@/", "lib@/sysroot"]);
+        assert_eq!(names(&g, &g.input_closure(app)), ["rt", "lib"]);
+        // Staging changes what is placed, never the build order.
+        assert_eq!(names(&g, g.topo_order()), ["rt", "lib", "app"]);
     }
 
     #[test]

@@ -188,9 +188,10 @@ fn derivation() -> impl Strategy<Value = Derivation> {
         any::<[u8; 32]>().prop_map(|b| Checksum::Blake3(Digest(b))),
     ];
     let source = (any::<String>(), checksum).prop_map(|(filename, checksum)| SourceRef { filename, checksum });
-    let input = (any::<String>(), any::<[u8; 32]>(), any::<bool>()).prop_map(|(name, d, drv)| Input {
+    let input = (any::<String>(), any::<[u8; 32]>(), any::<bool>(), location()).prop_map(|(name, d, drv, at)| Input {
         name,
         id: if drv { InputId::Drv(Digest(d)) } else { InputId::Out(Digest(d)) },
+        at: at.into(),
     });
     (
         any::<String>(),
@@ -210,6 +211,11 @@ fn derivation() -> impl Strategy<Value = Derivation> {
             sources,
             inputs,
         })
+}
+
+/// A valid staging location: `/` or up to two plain segments.
+fn location() -> impl Strategy<Value = String> {
+    "(/[a-z0-9_+-]{1,6}){0,2}".prop_map(|s| if s.is_empty() { "/".to_string() } else { s })
 }
 
 /// Change one meaningful field of `drv`, always to a different value.
@@ -252,6 +258,11 @@ fn mutate(drv: &mut Derivation, which: usize, pick: usize) {
             let n = drv.inputs.len();
             drv.inputs[pick % n].name.push('x');
         }
+        9 => {
+            let n = drv.inputs.len();
+            let at = &mut drv.inputs[pick % n].at;
+            *at = if at.as_os_str() == "/" { "/x".into() } else { at.join("x") };
+        }
         _ => {
             let n = drv.sources.len();
             drv.sources[pick % n].filename.push('x');
@@ -267,11 +278,44 @@ proptest! {
     }
 
     #[test]
-    fn any_field_change_changes_the_hash(drv in derivation(), which in 0..10usize, pick in any::<usize>()) {
+    fn any_field_change_changes_the_hash(drv in derivation(), which in 0..11usize, pick in any::<usize>()) {
         let mut changed = drv.clone();
         mutate(&mut changed, which, pick);
         prop_assert_ne!(&changed, &drv);
         prop_assert_ne!(changed.hash(), drv.hash());
+    }
+}
+
+/// The drv hash of `app`, which build-depends on `base` written as `dep` (a TOML value).
+fn staged_app_hash(dep: &str) -> Digest {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[package]\nname = \"base\"\nversion = \"1\"\n[build]\nscript = \"true\"\n";
+    let app = format!("[package]\nname = \"app\"\nversion = \"1\"\n[deps]\nbuild = [{dep}]\n[build]\nscript = \"true\"\n");
+    fs::write(dir.path().join("base.toml"), base).unwrap();
+    fs::write(dir.path().join("app.toml"), app).unwrap();
+    let files = [dir.path().join("base.toml"), dir.path().join("app.toml")];
+    let graph = Graph::resolve(load(&files).unwrap()).unwrap();
+    let planned = plan(&graph).unwrap();
+    planned.drv_hashes[graph.node_by_name("app").unwrap()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Through the whole loader: where a dependency is staged is part of the
+    /// dependent's identity; `at = "/"` is the same as a plain name.
+    #[test]
+    fn changing_at_changes_the_hash(a in location(), b in location()) {
+        let table = |at: &str| format!("{{ name = \"base\", at = \"{at}\" }}");
+        let (hash_a, hash_b) = (staged_app_hash(&table(&a)), staged_app_hash(&table(&b)));
+        if a == b {
+            prop_assert_eq!(hash_a, hash_b);
+        } else {
+            prop_assert_ne!(hash_a, hash_b);
+        }
+        if a == "/" {
+            prop_assert_eq!(hash_a, staged_app_hash("\"base\""));
+        }
     }
 }
 

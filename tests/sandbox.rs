@@ -90,7 +90,7 @@ fn busybox_layer(dir: &Path) -> Layer {
             symlink("busybox", bin.join(applet)).unwrap();
         }
     }
-    Layer { name: "busybox".into(), path: dir.to_path_buf() }
+    Layer::at_root("busybox", dir)
 }
 
 fn layer_with(dir: &Path, name: &str, files: &[(&str, &str)]) -> Layer {
@@ -101,7 +101,7 @@ fn layer_with(dir: &Path, name: &str, files: &[(&str, &str)]) -> Layer {
         fs::write(file, contents).unwrap();
     }
     fs::create_dir_all(&path).unwrap();
-    Layer { name: name.into(), path }
+    Layer::at_root(name, path)
 }
 
 fn unique(tag: &str) -> String {
@@ -389,7 +389,7 @@ fn identical_duplicate_files_across_layers_are_fine() {
 fn setup_errors_are_errors_not_build_failures() {
     let fx = Fixture::new();
     let mut spec = fx.spec("true");
-    spec.layers.push(Layer { name: "ghost".into(), path: fx.tmp.path().join("no-such-object") });
+    spec.layers.push(Layer::at_root("ghost", fx.tmp.path().join("no-such-object")));
     match sandbox::run(&spec) {
         Err(SandboxError::LayerMissing { name, .. }) => assert_eq!(name, "ghost"),
         other => panic!("expected LayerMissing, got {other:?}"),

@@ -7,6 +7,7 @@ mod overlay;
 mod parse;
 mod pin;
 mod set;
+pub mod stage;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,6 +65,17 @@ pub struct Recipe {
 pub struct DepRef {
     pub name: String,
     pub at: Location,
+    /// Where the dependency's output is placed in the sandbox: the entry's `at`
+    /// key (`{ name = "glibc", at = "/lfs" }`), else `/`. Always a valid
+    /// [`stage`] location.
+    pub staged_at: PathBuf,
+}
+
+impl DepRef {
+    /// A dependency staged at `/`.
+    pub fn new(name: impl Into<String>, at: Location) -> DepRef {
+        DepRef { name: name.into(), at, staged_at: PathBuf::from(stage::ROOT) }
+    }
 }
 
 /// One `[[source]]` entry.
@@ -224,6 +236,8 @@ pub enum ProblemKind {
     DuplicateSourceName { name: String, first: Location },
     #[error("{0}")]
     Overlay(overlay::OverlayProblem),
+    #[error("invalid staging location `at = {path:?}`: {reason}")]
+    BadStage { path: String, reason: String },
     #[error("invalid environment variable name {name:?}")]
     BadEnvName { name: String },
     #[error("{name:?}: FORGE_* variables are reserved for forge")]

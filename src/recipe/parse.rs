@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    Action, DepRef, Location, Problem, ProblemKind, Recipe, Requirements, Source, SourceKind,
+    stage, Action, DepRef, Location, Problem, ProblemKind, Recipe, Requirements, Source, SourceKind,
 };
 use crate::hash::Checksum;
 
@@ -95,9 +95,42 @@ pub(crate) struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawDeps {
     #[serde(default)]
-    build: Vec<Spanned<String>>,
+    build: Vec<Spanned<RawDep>>,
     #[serde(default)]
-    runtime: Vec<Spanned<String>>,
+    runtime: Vec<Spanned<RawDep>>,
+}
+
+/// A `[deps]` entry: `"name"`, or `{ name = "glibc", at = "/lfs" }`.
+enum RawDep {
+    /// Its span is that of the enclosing `Spanned<RawDep>`.
+    Name(String),
+    Table(RawDepTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDepTable {
+    name: Spanned<String>,
+    at: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawDep {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DepVisitor;
+        impl<'de> Visitor<'de> for DepVisitor {
+            type Value = RawDep;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a package name or a table { name = \"...\", at = \"/dir\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDep, E> {
+                Ok(RawDep::Name(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawDep, A::Error> {
+                RawDepTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawDep::Table)
+            }
+        }
+        deserializer.deserialize_any(DepVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -305,11 +338,30 @@ fn check_name(ctx: &mut FileCtx, what: &'static str, name: &Spanned<String>) {
     }
 }
 
-fn validate_deps(ctx: &mut FileCtx, deps: Vec<Spanned<String>>) -> Vec<DepRef> {
-    for dep in &deps {
-        check_name(ctx, "dependency", dep);
+fn validate_deps(ctx: &mut FileCtx, deps: Vec<Spanned<RawDep>>) -> Vec<DepRef> {
+    deps.into_iter().map(|dep| validate_dep(ctx, dep)).collect()
+}
+
+/// One `[deps]` entry; errors point at the name or the `at` value.
+fn validate_dep(ctx: &mut FileCtx, dep: Spanned<RawDep>) -> DepRef {
+    let entry_span = dep.span();
+    let (name, name_span, staged_at) = match dep.into_inner() {
+        RawDep::Name(name) => (name, entry_span.clone(), None),
+        RawDep::Table(table) => (table.name.get_ref().clone(), table.name.span(), table.at),
+    };
+    if !is_valid_name(&name) {
+        ctx.problem(&name_span, ProblemKind::InvalidName { what: "dependency", name: name.clone() });
     }
-    deps.into_iter().map(|dep| DepRef { at: ctx.at(&dep.span()), name: dep.into_inner() }).collect()
+    let staged_at = match staged_at {
+        None => PathBuf::from(stage::ROOT),
+        Some(at) => {
+            if let Some(reason) = stage::problem(at.get_ref()) {
+                ctx.problem(&at.span(), ProblemKind::BadStage { path: at.get_ref().clone(), reason });
+            }
+            PathBuf::from(at.into_inner())
+        }
+    };
+    DepRef { name, at: ctx.at(&entry_span), staged_at }
 }
 
 // ---------------------------------------------------------------------------

@@ -362,3 +362,51 @@ fn wrong_value_types_are_errors_with_positions() {
     let errors = load_one(&format!("{}[env]\nN = 3\n", recipe_text("a", ""))).unwrap_err();
     assert!(errors[0].starts_with("r.toml:11:5: invalid type: integer `3`, expected a string"), "{errors:?}");
 }
+
+#[test]
+fn deps_take_names_or_tables_with_a_staging_location() {
+    let deps = r#""seed", { name = "glibc", at = "/lfs" }, { name = "glibc" }, {name="zlib",at="/sysroot/usr"}"#;
+    let loaded = load_one(&recipe_text("a", deps)).unwrap();
+    let got: Vec<(&str, &str, (usize, usize))> = loaded.recipes[0]
+        .build_deps
+        .iter()
+        .map(|d| (d.name.as_str(), d.staged_at.to_str().unwrap(), (d.at.line, d.at.column)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("seed", "/", (6, 10)),
+            ("glibc", "/lfs", (6, 18)),
+            ("glibc", "/", (6, 51)),
+            ("zlib", "/sysroot/usr", (6, 71)),
+        ]
+    );
+}
+
+#[test]
+fn bad_staging_locations_are_errors_at_the_value() {
+    let errors = load_one(&recipe_text("a", r#"{ name = "glibc", at = "lfs" }, { name = "x", at = "/tmp/x" }"#)).unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "r.toml:6:33: invalid staging location `at = \"lfs\"`: must be an absolute path (start with '/')",
+            "r.toml:6:61: invalid staging location `at = \"/tmp/x\"`: /tmp is reserved by the sandbox (reserved: /build /forge /tmp /dev /proc /homeless)",
+        ]
+    );
+    let errors = load_one(&recipe_text("a", r#"{ name = "glibc", at = "/lfs/../etc" }"#)).unwrap_err();
+    assert_eq!(errors, ["r.toml:6:33: invalid staging location `at = \"/lfs/../etc\"`: must be normalized: no '.' or '..' segments"]);
+}
+
+#[test]
+fn dep_tables_reject_unknown_keys_and_need_a_name() {
+    let errors = load_one(&recipe_text("a", r#"{ name = "glibc", path = "/lfs" }"#)).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("r.toml:6:"), "{errors:?}");
+    assert!(errors[0].contains("unknown field `path`, expected `name` or `at`"), "{errors:?}");
+    let errors = load_one(&recipe_text("a", r#"{ at = "/lfs" }"#)).unwrap_err();
+    assert!(errors[0].starts_with("r.toml:6:") && errors[0].contains("missing field `name`"), "{errors:?}");
+    let errors = load_one(&recipe_text("a", r#"{ name = "-bad", at = "/lfs" }"#)).unwrap_err();
+    assert_eq!(errors, ["r.toml:6:19: invalid dependency name \"-bad\": names match [a-zA-Z0-9][a-zA-Z0-9+._-]*"]);
+    let errors = load_one(&recipe_text("a", "3")).unwrap_err();
+    assert!(errors[0].contains("a package name or a table"), "{errors:?}");
+}

@@ -32,6 +32,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub use child::child_main;
+use crate::recipe::stage;
 use protocol::{FailureKind, HelperReport, HelperSpec, SetupFailure};
 
 /// Where the build installs its output inside the sandbox (`$FORGE_OUT`).
@@ -50,8 +51,27 @@ pub const HELPER_ARG: &str = "__sandbox";
 pub struct Layer {
     /// Human-facing name used in error messages (usually the package name).
     pub name: String,
-    /// The store object directory (its contents become `/`).
+    /// The store object directory (its contents become `at`).
     pub path: PathBuf,
+    /// Where in the sandbox the object's contents are placed: `/`, or a
+    /// directory such as `/lfs` (a valid [`crate::recipe::stage`] location).
+    pub at: PathBuf,
+}
+
+impl Layer {
+    /// A layer whose contents become the sandbox's `/`.
+    pub fn at_root(name: impl Into<String>, path: impl Into<PathBuf>) -> Layer {
+        Layer { name: name.into(), path: path.into(), at: PathBuf::from(stage::ROOT) }
+    }
+
+    /// The name as shown in errors: `glibc`, or `glibc (at /lfs)` when staged.
+    pub fn label(&self) -> String {
+        if self.at == Path::new(stage::ROOT) {
+            self.name.clone()
+        } else {
+            format!("{} (at {})", self.name, self.at.display())
+        }
+    }
 }
 
 /// Everything needed to run one build in the sandbox.
@@ -217,6 +237,9 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
         }
     }
     for layer in &spec.layers {
+        if let Some(reason) = layer.at.to_str().map_or(Some("not UTF-8".to_string()), stage::problem) {
+            return invalid(format!("layer {:?} placed at {}: {reason}", layer.name, layer.at.display()));
+        }
         if !layer.path.is_dir() {
             return Err(SandboxError::LayerMissing {
                 name: layer.name.clone(),
@@ -391,6 +414,11 @@ mod tests {
         let mut spec = spec_in(&dir);
         spec.argv.clear();
         assert!(matches!(validate(&spec), Err(SandboxError::InvalidSpec(_))));
+        let mut spec = spec_in(&dir);
+        let mut layer = Layer::at_root("glibc", &dir);
+        layer.at = PathBuf::from("/tmp/sysroot");
+        spec.layers.push(layer);
+        assert!(matches!(validate(&spec), Err(SandboxError::InvalidSpec(m)) if m.contains("\"glibc\" placed at /tmp/sysroot: /tmp is reserved")));
         let mut spec = spec_in(&dir);
         spec.sources = dir.join("forge-definitely-missing-sources");
         assert!(matches!(validate(&spec), Err(SandboxError::SourcesMissing { .. })));

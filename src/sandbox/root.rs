@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
 
 use super::{Layer, SandboxError};
+use crate::recipe::stage;
 
 /// Directories the sandbox mounts over; created in the farm if no layer has them.
 pub(crate) const MOUNT_POINTS: &[&str] = &["build", "forge", "forge/sources", "forge/out", "tmp", "dev", "proc"];
@@ -42,6 +43,8 @@ pub(crate) fn assemble(layers: &[Layer], farm: &Path) -> Result<(), SandboxError
 
 fn merge_layer(layers: &[Layer], index: usize, farm: &Path) -> Result<(), SandboxError> {
     let layer = &layers[index];
+    let prefix = stage::relative(&layer.at);
+    create_prefix(layers, index, prefix, farm)?;
     // Unsorted (readdir order): sorting would cost more than the links.
     for entry in WalkDir::new(&layer.path).min_depth(1) {
         let entry = entry.map_err(|e| walk_error(layer, e))?;
@@ -50,6 +53,7 @@ fn merge_layer(layers: &[Layer], index: usize, farm: &Path) -> Result<(), Sandbo
             path: entry.path().to_path_buf(),
             source: io::Error::new(ErrorKind::InvalidData, "walked outside the layer"),
         })?;
+        let rel = &prefix.join(rel);
         let dest = farm.join(rel);
         let file_type = entry.file_type();
         if file_type.is_dir() {
@@ -63,6 +67,17 @@ fn merge_layer(layers: &[Layer], index: usize, farm: &Path) -> Result<(), Sandbo
                 kind: special_kind(&file_type),
             });
         }
+    }
+    Ok(())
+}
+
+/// The directories leading to a placed layer (`lfs`, then `lfs/usr` for
+/// `/lfs/usr`), merged like directories the layer itself provides.
+fn create_prefix(layers: &[Layer], index: usize, prefix: &Path, farm: &Path) -> Result<(), SandboxError> {
+    let mut rel = PathBuf::new();
+    for component in prefix.components() {
+        rel.push(component);
+        merge_dir(layers, index, &rel, &farm.join(&rel))?;
     }
     Ok(())
 }
@@ -211,22 +226,31 @@ fn conflict(layers: &[Layer], index: usize, rel: &Path, existing: &fs::Metadata,
     SandboxError::LayerConflict {
         path: rel.to_path_buf(),
         first: provider(&layers[..index], rel, Some(existing)).unwrap_or_default(),
-        second: layers[index].name.clone(),
+        second: layers[index].label(),
         detail,
     }
 }
 
-/// The lowest layer that provides `rel` (with the same file type as `existing`
-/// if given). Only called on the error path, so the extra lstat calls are fine.
+/// The lowest layer that provides `rel` (a path in the farm; with the same file
+/// type as `existing` if given), as labelled in errors. A placed layer provides
+/// the directories leading to it too. Only called on the error path, so the
+/// extra lstat calls are fine.
 fn provider(layers: &[Layer], rel: &Path, existing: Option<&fs::Metadata>) -> Option<String> {
     let wanted = existing.map(|m| m.file_type());
     layers
         .iter()
-        .find(|layer| match fs::symlink_metadata(layer.path.join(rel)) {
-            Ok(meta) => wanted.map_or(true, |t| t == meta.file_type()),
-            Err(_) => false,
+        .find(|layer| {
+            let prefix = stage::relative(&layer.at);
+            if prefix.starts_with(rel) && rel != prefix {
+                return wanted.map_or(true, |t| t.is_dir());
+            }
+            let Ok(inside) = rel.strip_prefix(prefix) else { return false };
+            match fs::symlink_metadata(layer.path.join(inside)) {
+                Ok(meta) => wanted.map_or(true, |t| t == meta.file_type()),
+                Err(_) => false,
+            }
         })
-        .map(|layer| layer.name.clone())
+        .map(Layer::label)
 }
 
 fn add_mount_points(layers: &[Layer], farm: &Path) -> Result<(), SandboxError> {
@@ -256,7 +280,11 @@ mod tests {
     fn layer(dir: &Path, name: &str) -> Layer {
         let path = dir.join(name);
         fs::create_dir_all(&path).unwrap();
-        Layer { name: name.into(), path }
+        Layer::at_root(name, path)
+    }
+
+    fn placed(dir: &Path, name: &str, at: &str) -> Layer {
+        Layer { at: PathBuf::from(at), ..layer(dir, name) }
     }
 
     fn write(layer: &Layer, rel: &str, contents: &str, mode: u32) {
@@ -371,5 +399,76 @@ mod tests {
         let a = layer(tmp.path(), "a");
         write(&a, "tmp/.keep", "", 0o644);
         assemble(&[a], &farm(tmp.path())).unwrap();
+    }
+
+    #[test]
+    fn placed_layers_land_under_their_directory_beside_the_same_object_at_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root_glibc, lfs_glibc) = (layer(tmp.path(), "glibc"), placed(tmp.path(), "glibc", "/lfs/sysroot"));
+        write(&root_glibc, "usr/lib/libc.so", "libc", 0o644);
+        let lfs_glibc = Layer { path: root_glibc.path.clone(), ..lfs_glibc };
+        let root = farm(tmp.path());
+        assemble(&[root_glibc, lfs_glibc], &root).unwrap();
+        assert_eq!(fs::read_to_string(root.join("usr/lib/libc.so")).unwrap(), "libc");
+        assert_eq!(fs::read_to_string(root.join("lfs/sysroot/usr/lib/libc.so")).unwrap(), "libc");
+        // An empty object still gets its directory.
+        let tmp = tempfile::tempdir().unwrap();
+        let root = farm(tmp.path());
+        assemble(&[placed(tmp.path(), "empty", "/opt/x")], &root).unwrap();
+        assert!(root.join("opt/x").is_dir());
+    }
+
+    #[test]
+    fn conflicts_under_a_placed_layer_show_the_full_path_and_placement() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (layer(tmp.path(), "host"), placed(tmp.path(), "glibc", "/lfs"));
+        write(&a, "lfs/usr/lib/libc.so", "host", 0o644);
+        write(&b, "usr/lib/libc.so", "target", 0o644);
+        match assemble(&[a, b], &farm(tmp.path())) {
+            Err(err @ SandboxError::LayerConflict { .. }) => assert_eq!(
+                err.to_string(),
+                "layer conflict at /lfs/usr/lib/libc.so: \"host\" and \"glibc (at /lfs)\" both provide it (regular files with different contents)"
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_placement_directory_cannot_replace_a_file_or_follow_a_symlink() {
+        // A lower layer's file where the placement directory goes.
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (layer(tmp.path(), "a"), placed(tmp.path(), "b", "/lfs/usr"));
+        write(&a, "lfs", "a file", 0o644);
+        write(&b, "x", "x", 0o644);
+        match assemble(&[a, b], &farm(tmp.path())) {
+            Err(SandboxError::LayerConflict { path, first, second, detail }) => {
+                assert_eq!(path, PathBuf::from("lfs"));
+                assert_eq!((first.as_str(), second.as_str()), ("a", "b (at /lfs/usr)"));
+                assert_eq!(detail, "a regular file vs a directory");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // A symlink where the placement goes is not followed out of the farm.
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let (a, b) = (layer(tmp.path(), "a"), placed(tmp.path(), "b", "/lfs"));
+        symlink(&outside, a.path.join("lfs")).unwrap();
+        write(&b, "x", "x", 0o644);
+        assert!(matches!(assemble(&[a, b], &farm(tmp.path())), Err(SandboxError::LayerConflict { .. })));
+        assert!(!outside.join("x").exists());
+        // The other way round: the placed layer came first, a later layer's file collides
+        // with the directory, and the placed layer is named as its provider.
+        let tmp = tempfile::tempdir().unwrap();
+        let (b, a) = (placed(tmp.path(), "b", "/lfs"), layer(tmp.path(), "a"));
+        write(&b, "x", "x", 0o644);
+        write(&a, "lfs", "a file", 0o644);
+        match assemble(&[b, a], &farm(tmp.path())) {
+            Err(SandboxError::LayerConflict { path, first, second, .. }) => {
+                assert_eq!(path, PathBuf::from("lfs"));
+                assert_eq!((first.as_str(), second.as_str()), ("b (at /lfs)", "a"));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
     }
 }
