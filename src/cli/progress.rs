@@ -43,6 +43,8 @@ struct State {
     multi: Option<MultiProgress>,
     overall: Option<ProgressBar>,
     running: HashMap<NodeId, ProgressBar>,
+    /// Per node, the 8 MiB bucket of the last plain-mode download line.
+    fetch_lines: HashMap<NodeId, u64>,
 }
 
 impl Reporter {
@@ -59,7 +61,7 @@ impl Reporter {
         } else {
             (None, None)
         };
-        Reporter { mode, total, state: Mutex::new(State { finished: 0, multi, overall, running: HashMap::new() }) }
+        Reporter { mode, total, state: Mutex::new(State { finished: 0, multi, overall, running: HashMap::new(), fetch_lines: HashMap::new() }) }
     }
 
     /// Clear the live display before the summary is printed.
@@ -120,8 +122,10 @@ impl Observer for Reporter {
                 match self.mode {
                     Mode::Json => {} // too chatty for a machine stream; the node's events suffice
                     Mode::Plain => {
-                        // One line per 8 MiB, and at the end.
-                        if total == Some(bytes) || bytes % (8 << 20) < 65536 {
+                        // One line per 8 MiB downloaded, and one at the end.
+                        let bucket = bytes >> 23;
+                        let last = state.fetch_lines.insert(node, bucket);
+                        if total == Some(bytes) || last.is_none_or(|b| b != bucket) {
                             eprintln!("{name}: {text}");
                         }
                     }
