@@ -1,8 +1,8 @@
 //! Checks on the LFS/BLFS recipe tree (recipes/toolchain.toml, base.toml,
 //! desktop.toml and recipes/packages/**) that need neither the network nor the
-//! executor. They read the files as plain TOML: the `{ name, at }` dependency
-//! form is being added to the loader concurrently, and these checks must hold
-//! before and after it lands (then `forge show` adds the loader's own checks).
+//! executor. Most read the files as plain TOML (independent of the loader, so
+//! that a loader bug cannot hide a tree bug); `forge show --json` then runs the
+//! real loader and resolver over each set.
 //!
 //! What is checked: every recipe has the v1 shape and a pinned checksum on every
 //! download; every dependency resolves; the three sets include every recipe and
@@ -10,18 +10,14 @@
 //! (chapters 5-8) is built by a recipe with the book's version and MD5; no
 //! sandbox root stages a temporary and a final build of one package at the
 //! same place; the cross stage stages its sysroot at /lfs and nothing later
-//! uses `at`.
+//! uses `at`; `forge show` resolves every set to exactly the files it includes
+//! and refuses the unpinned recipes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use toml::Value;
-
-/// Recipes the tree refers to that live outside it and may not be merged yet:
-/// `lfs-host` (toolchain/lfs-host.toml, the LFS host tools) is written in
-/// another branch. Accepted only while that file does not exist.
-const PENDING_SEEDS: &[&str] = &["lfs-host"];
 
 /// Where the chapter 5-6 target sysroot is staged (the book's $LFS).
 const SYSROOT: &str = "/lfs";
@@ -154,10 +150,6 @@ fn tree_recipes(all: &BTreeMap<String, Recipe>) -> impl Iterator<Item = &Recipe>
 
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-}
-
-fn pending_seed_missing(name: &str) -> bool {
-    PENDING_SEEDS.contains(&name) && !repo().join("toolchain").join(format!("{name}.toml")).exists()
 }
 
 // ---------------------------------------------------------------- sets
@@ -366,7 +358,7 @@ fn every_dependency_resolves_and_at_is_absolute() {
     for recipe in tree_recipes(&all) {
         for dep in recipe.build.iter().chain(&recipe.runtime) {
             assert!(
-                all.contains_key(&dep.name) || pending_seed_missing(&dep.name),
+                all.contains_key(&dep.name),
                 "{}: depends on {:?}, which no recipe defines",
                 rel(&recipe.path),
                 dep.name
@@ -405,7 +397,7 @@ fn sets_include_every_recipe_and_are_closed_under_dependencies() {
         for name in members {
             for dep in all[name].build.iter().chain(&all[name].runtime) {
                 assert!(
-                    members.contains(&dep.name) || pending_seed_missing(&dep.name),
+                    members.contains(&dep.name),
                     "{set}: {name} depends on {}, which the set does not include",
                     dep.name
                 );
@@ -535,4 +527,104 @@ fn desktop_sources_carry_debians_published_sha256_and_orig_name() {
     for name in ["xorg-server", "twm", "xterm", "libX11", "fontconfig", "pixman", "font-util", "xkeyboard-config"] {
         assert!(all.contains_key(name), "the desktop needs {name}");
     }
+}
+
+// ---------------------------------------------------------------- the real loader
+
+/// `forge show --json FILE` with a throwaway store, returning the output.
+fn forge_show_json(file: &Path) -> std::process::Output {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    std::process::Command::new(env!("CARGO_BIN_EXE_forge"))
+        .args(["show", "--json"])
+        .arg(file)
+        .env("FORGE_STORE", scratch.path().join("store"))
+        .env("HOME", scratch.path())
+        .output()
+        .expect("run forge show")
+}
+
+#[test]
+fn forge_show_resolves_each_set_to_exactly_the_files_it_includes() {
+    let all = all_recipes();
+    let mut desktop_files = BTreeSet::new();
+    for set in ["toolchain.toml", "base.toml", "desktop.toml"] {
+        let out = forge_show_json(&recipes_dir().join(set));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "forge show {set} failed:\n{stderr}");
+        let nodes: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{set}: not JSON: {l:?}: {e}")))
+            .collect();
+        let mut shown = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for node in &nodes {
+            assert_eq!(node["event"], "node", "{set}: {node}");
+            assert!(node["drv"].as_str().is_some_and(|d| is_hex(d, 64)), "{set}: no drv hash in {node}");
+            let file = PathBuf::from(node["file"].as_str().unwrap_or_else(|| panic!("{set}: no file in {node}")));
+            shown.insert(file.canonicalize().unwrap_or_else(|e| panic!("{set}: {}: {e}", file.display())));
+            names.insert(node["name"].as_str().expect("a name").to_string());
+        }
+        let mut included = BTreeSet::new();
+        set_files(&recipes_dir().join(set), &mut BTreeSet::new(), &mut included);
+        assert_eq!(shown, included, "{set}: forge show lists other files than the set includes");
+        assert_eq!(names, set_packages(set, &all), "{set}: package names");
+        assert_eq!(nodes.len(), included.len(), "{set}: one node per file");
+        if set == "desktop.toml" {
+            desktop_files = shown;
+        }
+    }
+    // Every recipe file of the tree is resolved by the loader, except the unpinned ones.
+    for recipe in tree_recipes(&all).filter(|r| !r.is_unpinned()) {
+        assert!(desktop_files.contains(&recipe.path.canonicalize().unwrap()), "{} in no set", rel(&recipe.path));
+    }
+}
+
+#[test]
+fn forge_refuses_to_load_an_unpinned_recipe_and_says_to_pin_it() {
+    let unpinned = toml_files_under(&recipes_dir().join("packages/unpinned"));
+    assert!(
+        unpinned.iter().any(|f| f.ends_with("lfs-bootscripts.toml")),
+        "lfs-bootscripts has no published checksum here and must stay unpinned"
+    );
+    for file in unpinned {
+        let out = forge_show_json(&file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: must not load\n{stderr}", rel(&file));
+        assert!(out.stdout.is_empty(), "{}: nothing resolved", rel(&file));
+        let refusal = stderr
+            .lines()
+            .find(|l| l.contains("url source without a checksum"))
+            .unwrap_or_else(|| panic!("{}: no checksum refusal in\n{stderr}", rel(&file)));
+        assert!(refusal.contains(&file.display().to_string()), "{}: name the file: {refusal}", rel(&file));
+        assert!(refusal.contains("pin it") && refusal.contains("forge prefetch"), "{refusal}");
+    }
+}
+
+#[test]
+fn every_url_source_is_pinned_by_sha256_or_the_books_md5() {
+    let all = all_recipes();
+    let book_md5: BTreeMap<String, String> = book_packages()
+        .into_iter()
+        .filter(|p| !p.md5.is_empty())
+        .map(|p| (book_file_name(&p), p.md5))
+        .collect();
+    let (mut sha256, mut md5) = (0, 0);
+    for recipe in tree_recipes(&all).filter(|r| !r.is_unpinned()) {
+        for source in recipe.sources() {
+            let Some(url) = source.get("url").and_then(Value::as_str) else { continue };
+            let what = format!("{}: {url}", rel(&recipe.path));
+            if let Some(sum) = source.get("sha256").and_then(Value::as_str) {
+                assert!(is_hex(sum, 64), "{what}: sha256 {sum:?}");
+                sha256 += 1;
+            } else if let Some(sum) = source.get("md5").and_then(Value::as_str) {
+                let file = source.get("name").and_then(Value::as_str).unwrap_or_else(|| url_file_name(url));
+                assert_eq!(book_md5.get(file).map(String::as_str), Some(sum), "{what}: an md5 pin must be the book's");
+                md5 += 1;
+            } else {
+                panic!("{what}: not pinned by sha256 or the book's md5");
+            }
+        }
+    }
+    // `forge prefetch` turns md5 pins into sha256 ones, so only the total is stable.
+    assert!(sha256 + md5 >= 150, "{sha256} sha256 and {md5} md5 pins: is the tree there?");
 }
