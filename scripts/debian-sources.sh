@@ -2,7 +2,12 @@
 # Download Debian source packages (orig tarballs, debian tarballs, .dsc) for the LFS
 # proof builds, and print each file's sha256.
 #
-#   scripts/debian-sources.sh PKG...      e.g. scripts/debian-sources.sh binutils gcc-12
+#   scripts/debian-sources.sh PKG[=VERSION]...   e.g. scripts/debian-sources.sh binutils gcc-12
+#
+# The LFS chapter-5 set (recipes/lfs-debian/overlay.toml pins these versions):
+#   scripts/debian-sources.sh binutils gcc-12 gmp mpfr4 mpclib3 glibc linux=6.1.176-1
+# (linux: the security suite's newest version may be listed but absent from the mirror;
+# 6.1.176-1 is in bookworm main.)
 #
 # deb-src entries are derived at run time from the machine's own apt sources (the
 # same mirrors, suites, components and keys, with Types: deb-src) into
@@ -56,6 +61,7 @@ for pkg in "$@"; do
 done
 # Every file apt fetched for these packages, with its sha256 (what recipes pin).
 for pkg in "$@"; do
+    pkg=${pkg%%=*}
     dsc=$(ls -t "$pkg"_*.dsc 2>/dev/null | head -n 1) || true
     [ -n "$dsc" ] || { echo "$0: no .dsc for $pkg in $dest" >&2; exit 1; }
     echo "# $pkg ($dsc)"

@@ -1,33 +1,32 @@
 #!/bin/sh
-# The LFS chapter-5 proof build (docs/lfs.md): serve sources/debian/ on 127.0.0.1:8731
-# while `forge build` runs, so forge fetches Debian's source tarballs by checksum
-# through its normal path (the upstream URL fails offline, the mirror answers).
+# The LFS chapter-5 proof build (docs/lfs.md): the tree's chapter-5 recipes
+# (recipes/toolchain.toml) at Debian bookworm's versions through the overlay
+# recipes/lfs-debian/overlay.toml, from Debian's orig tarballs registered by content
+# with `forge source add` (no network needed once they are downloaded).
 #
-#   scripts/lfs-chapter5.sh [FORGE BUILD ARGS...]
-#   e.g. FORGE_STORE=/var/tmp/lfs-a scripts/lfs-chapter5.sh -j 1
+#   FORGE_STORE=/var/tmp/lfs-a scripts/lfs-chapter5.sh [PKG...]
+#   default PKGs: binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx
 #
-# Fetch the sources first: scripts/debian-sources.sh binutils
-# FORGE (default target/debug/forge) names the binary. Not run in CI: it takes minutes.
+# Fetch the sources first (needs root for apt):
+#   scripts/debian-sources.sh binutils gcc-12 gmp mpfr4 mpclib3 glibc linux=6.1.176-1
+# FORGE (default target/debug/forge) names the binary. One build at a time (-j 1), so
+# each package's time is comparable (SBU). Not run in CI: it takes a long time.
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 forge=${FORGE:-$repo/target/debug/forge}
-port=8731
-[ -d "$repo/sources/debian" ] || { echo "$0: no sources/debian/: run scripts/debian-sources.sh binutils" >&2; exit 1; }
+overlay="$repo/recipes/lfs-debian/overlay.toml"
+: "${FORGE_STORE:?set FORGE_STORE to a dedicated store directory}"
+export FORGE_STORE
+[ -d "$repo/sources/debian" ] || { echo "$0: no sources/debian/: run scripts/debian-sources.sh (see above)" >&2; exit 1; }
+[ $# -gt 0 ] || set -- binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx
 
-python3 -m http.server "$port" --bind 127.0.0.1 --directory "$repo/sources/debian" \
-    > "${TMPDIR:-/tmp}/forge-lfs-http.log" 2>&1 &
-server=$!
-trap 'kill "$server" 2>/dev/null || true' EXIT INT TERM
-# Wait until the server answers (at most ~10 s).
-i=0
-until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null; do
-    i=$((i + 1))
-    [ "$i" -lt 50 ] || { echo "$0: the source server did not start" >&2; exit 1; }
-    sleep 0.2
-done
-
+"$forge" source add "$repo/sources/debian" | tail -n 1
+packages=
+for pkg in "$@"; do packages="$packages -p $pkg"; done
 start=$(date +%s)
-"$forge" build "$@" "$repo/recipes/lfs-debian/chapter5.toml"
+# shellcheck disable=SC2086 # one -p per word
+"$forge" build "$repo/recipes/toolchain.toml" --overlay "$overlay" -j 1 $packages
 echo "wall time: $(( $(date +%s) - start )) s" >&2
-"$forge" show "$repo/recipes/lfs-debian/chapter5.toml"
+"$forge" show "$repo/recipes/toolchain.toml" --overlay "$overlay" 2>/dev/null \
+    | grep -E '^(lfs-host|binutils-pass1|gcc-pass1|linux-headers|glibc|libstdcxx|lfs-sysroot|lfs-layout) '

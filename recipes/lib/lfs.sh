@@ -7,6 +7,9 @@
 # Sourcing it also registers lfs_finish to run when the script ends with
 # status 0, so every output gets the same book-wide cleanup.
 
+# configure scripts and the Makefiles they write use bash, not the seed's busybox
+# /bin/sh (docs/toolchain.md, "lfs-host").
+export CONFIG_SHELL=/bin/bash
 export MAKEFLAGS="-j${FORGE_JOBS:-1}"
 # Read by the ninja of chapter 8 (patched as the book suggests); meson builds pass -j too.
 export NINJAJOBS="${FORGE_JOBS:-1}"
@@ -16,17 +19,50 @@ export XORG_CONFIG="--prefix=$XORG_PREFIX --sysconfdir=/etc --localstatedir=/var
 
 # lfs_unpack ARCHIVE: extract $FORGE_SOURCES/ARCHIVE under /build and cd into
 # its single top-level directory (whatever it is called, so Debian's
-# repacked orig tarballs work as well as upstream's).
+# repacked orig tarballs work as well as upstream's). ARCHIVE may be a
+# pattern matching exactly one source, e.g. "gcc-$FORGE_VERSION.tar.*" (quoted),
+# so an overlay may substitute a tarball compressed differently.
+# Debian wraps some upstream tarballs in its orig tarball (gcc-12:
+# gcc-12-12.2.0/ holds gcc-12.2.0-dfsg.tar.xz beside newlib and gm2): when the
+# top-level directory holds only tarballs, the one named like ARCHIVE (the
+# same name up to the first '-') is extracted in its place.
 lfs_unpack() {
-  local scratch
+  local archive scratch inner
+  archive=$(lfs_source "$1") || return 1
   scratch=$(mktemp -d /build/unpack.XXXXXX)
-  tar -xf "$FORGE_SOURCES/$1" -C "$scratch"
-  set -- "$scratch"/*
+  lfs_untar "$archive" "$scratch" || return 1
+  if ! find "$scratch"/*/ -mindepth 1 -maxdepth 1 ! -name '*.tar.*' | grep -q .; then
+    inner=$(lfs_one "$scratch"/*/"${1%%-*}"-*.tar.*) || return 1
+    scratch=$(mktemp -d /build/unpack.XXXXXX)
+    lfs_untar "$inner" "$scratch" || return 1
+  fi
+  cd "$scratch"/*
+}
+
+# lfs_source PATTERN: the one file of $FORGE_SOURCES matching PATTERN.
+lfs_source() {
+  # shellcheck disable=SC2086 # PATTERN is a glob on purpose
+  lfs_one "$FORGE_SOURCES"/$1
+}
+
+# lfs_one FILE...: print the single existing FILE, fail unless exactly one.
+lfs_one() {
+  if [ $# -ne 1 ] || [ ! -e "$1" ]; then
+    echo "lfs.sh: expected exactly one match, found: $*" >&2
+    return 1
+  fi
+  printf '%s\n' "$1"
+}
+
+# lfs_untar ARCHIVE DIR: extract into DIR, which must then hold one directory.
+# --no-same-owner: the sandbox maps only uid 0, so the tarball's owners cannot be kept.
+lfs_untar() {
+  tar --no-same-owner -xf "$1" -C "$2"
+  set -- "$2"/*
   if [ $# -ne 1 ] || [ ! -d "$1" ]; then
     echo "lfs_unpack: expected one top-level directory in the archive, found: $*" >&2
     return 1
   fi
-  cd "$1"
 }
 
 # lfs_config_guess: the build triplet, from the package's own config.guess.
@@ -71,12 +107,16 @@ lfs_pip() {
   pip3 install --no-index --no-user --root="$FORGE_OUT" --find-links dist "$1"
 }
 
-# lfs_gcc_prereqs: unpack GMP, MPFR and MPC into the GCC source tree (chapters 5 and 6).
+# lfs_gcc_prereqs: unpack GMP, MPFR and MPC into the GCC source tree as gmp/,
+# mpfr/ and mpc/ (chapters 5 and 6). Each is the one source named NAME-VERSION.tar.*
+# whatever its version, so an overlay can substitute other releases.
 lfs_gcc_prereqs() {
-  local dep
-  for dep in mpfr-4.2.1.tar.xz gmp-6.3.0.tar.xz mpc-1.3.1.tar.gz; do
-    tar -xf "$FORGE_SOURCES/$dep"
-    mv "${dep%.tar.*}" "${dep%%-*}"
+  local dep archive scratch
+  for dep in gmp mpfr mpc; do
+    archive=$(lfs_source "$dep-[0-9]*.tar.*") || return 1
+    scratch=$(mktemp -d /build/unpack.XXXXXX)
+    lfs_untar "$archive" "$scratch" || return 1
+    mv "$scratch"/* "$dep"
   done
 }
 
