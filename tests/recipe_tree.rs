@@ -244,7 +244,7 @@ struct BookPackage {
 }
 
 fn book_packages() -> Vec<BookPackage> {
-    let path = repo().join("../shared/data/lfs-12.3-packages.tsv");
+    let path = repo().join("data/lfs-12.3-packages.tsv");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("a header line").split('\t').collect();
