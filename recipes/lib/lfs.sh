@@ -26,6 +26,7 @@ export XORG_CONFIG="--prefix=$XORG_PREFIX --sysconfdir=/etc --localstatedir=/var
 # gcc-12-12.2.0/ holds gcc-12.2.0-dfsg.tar.xz beside newlib and gm2): when the
 # top-level directory holds only tarballs, the one named like ARCHIVE (the
 # same name up to the first '-') is extracted in its place.
+# Then the patches an overlay added for it are applied (lfs_overlay_patches).
 lfs_unpack() {
   local archive scratch inner
   archive=$(lfs_source "$1") || return 1
@@ -37,6 +38,20 @@ lfs_unpack() {
     lfs_untar "$inner" "$scratch" || return 1
   fi
   cd "$scratch"/*
+  lfs_overlay_patches "${1%%-*}"
+}
+
+# lfs_overlay_patches STEM: apply every $FORGE_SOURCES/overlay-STEM-*.patch, in
+# name order, with -p1 in the current directory. Overlays add patches under
+# these names (e.g. Debian's dfsg patches, docs/lfs.md); the book's own
+# patches are applied by the recipes that list them, by name.
+lfs_overlay_patches() {
+  local p
+  for p in "$FORGE_SOURCES/overlay-$1-"*.patch; do
+    [ -e "$p" ] || continue
+    echo "lfs.sh: applying $(basename "$p")"
+    patch -Np1 -i "$p"
+  done
 }
 
 # lfs_source PATTERN: the one file of $FORGE_SOURCES matching PATTERN.
@@ -109,7 +124,8 @@ lfs_pip() {
 
 # lfs_gcc_prereqs: unpack GMP, MPFR and MPC into the GCC source tree as gmp/,
 # mpfr/ and mpc/ (chapters 5 and 6). Each is the one source named NAME-VERSION.tar.*
-# whatever its version, so an overlay can substitute other releases.
+# whatever its version, so an overlay can substitute other releases (and add
+# overlay-gmp-*.patch and the like).
 lfs_gcc_prereqs() {
   local dep archive scratch
   for dep in gmp mpfr mpc; do
@@ -117,6 +133,7 @@ lfs_gcc_prereqs() {
     scratch=$(mktemp -d /build/unpack.XXXXXX)
     lfs_untar "$archive" "$scratch" || return 1
     mv "$scratch"/* "$dep"
+    (cd "$dep" && lfs_overlay_patches "$dep")
   done
 }
 
