@@ -180,10 +180,26 @@ pub fn load_with_overlays(files: &[PathBuf], overlays: &OverlayArgs) -> Result<r
     let overlays = recipe::load_overlays(&overlays.overlay_files).map_err(Failure::usage)?;
     let mut loaded = recipe::load(files).map_err(Failure::usage)?;
     recipe::apply_overlays(&mut loaded, &overlays).map_err(Failure::usage)?;
-    for warning in &loaded.warnings {
+    print_warnings(&loaded.warnings);
+    Ok(loaded)
+}
+
+/// How many loader warnings are printed before the rest are summarised (a tree pinned by the
+/// LFS book's md5s has one per package); `FORGE_WARNINGS=all` prints every one.
+const WARNINGS_SHOWN: usize = 5;
+
+fn print_warnings(warnings: &[String]) {
+    let all = std::env::var("FORGE_WARNINGS").is_ok_and(|v| v == "all");
+    let shown = if all { warnings.len() } else { warnings.len().min(WARNINGS_SHOWN) };
+    for warning in &warnings[..shown] {
         eprintln!("forge: warning: {warning}");
     }
-    Ok(loaded)
+    if shown < warnings.len() {
+        eprintln!(
+            "forge: warning: ... and {} more warnings like these (FORGE_WARNINGS=all lists them)",
+            warnings.len() - shown
+        );
+    }
 }
 
 /// The process is about to exit: skip freeing the graph and plan, which costs ~60 ms for a
