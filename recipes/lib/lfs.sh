@@ -30,11 +30,11 @@ export XORG_CONFIG="--prefix=$XORG_PREFIX --sysconfdir=/etc --localstatedir=/var
 lfs_unpack() {
   local archive scratch inner
   archive=$(lfs_source "$1") || return 1
-  scratch=$(mktemp -d /build/unpack.XXXXXX)
+  scratch=$(lfs_scratch "$archive") || return 1
   lfs_untar "$archive" "$scratch" || return 1
   if ! find "$scratch"/*/ -mindepth 1 -maxdepth 1 ! -name '*.tar.*' | grep -q .; then
     inner=$(lfs_one "$scratch"/*/"${1%%-*}"-*.tar.*) || return 1
-    scratch=$(mktemp -d /build/unpack.XXXXXX)
+    scratch=$(lfs_scratch "$inner") || return 1
     lfs_untar "$inner" "$scratch" || return 1
   fi
   cd "$scratch"/*
@@ -52,6 +52,16 @@ lfs_overlay_patches() {
     echo "lfs.sh: applying $(basename "$p")"
     patch -Np1 -i "$p"
   done
+}
+
+# lfs_scratch ARCHIVE: a new, empty directory to extract ARCHIVE in, named after
+# it: /build/unpack-NAME. Never a random name (mktemp): the source directory ends
+# up in debug info and __FILE__ strings, and a random one makes every build differ.
+lfs_scratch() {
+  local dir
+  dir="/build/unpack-$(basename "$1")"
+  mkdir "$dir" || { echo "lfs.sh: $dir exists: $1 unpacked twice?" >&2; return 1; }
+  printf '%s\n' "$dir"
 }
 
 # lfs_source PATTERN: the one file of $FORGE_SOURCES matching PATTERN.
@@ -130,7 +140,7 @@ lfs_gcc_prereqs() {
   local dep archive scratch
   for dep in gmp mpfr mpc; do
     archive=$(lfs_source "$dep-[0-9]*.tar.*") || return 1
-    scratch=$(mktemp -d /build/unpack.XXXXXX)
+    scratch=$(lfs_scratch "$archive") || return 1
     lfs_untar "$archive" "$scratch" || return 1
     mv "$scratch"/* "$dep"
     (cd "$dep" && lfs_overlay_patches "$dep")
