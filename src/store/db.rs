@@ -132,18 +132,21 @@ pub(crate) fn realisations_with_present_object(
         column.column()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([key.to_hex()], |r| {
-        Ok(RawRealisation {
-            drv_hash: r.get(0)?,
-            resolved_key: r.get(1)?,
-            out_hash: r.get(2)?,
-            name: r.get(3)?,
-            origin: r.get(4)?,
-            created_at: r.get(5)?,
-            duration_ms: r.get(6)?,
-        })
-    })?;
+    let rows = stmt.query_map([key.to_hex()], raw_realisation)?;
     rows.collect()
+}
+
+/// A row of `SELECT drv_hash, resolved_key, out_hash, name, origin, created_at, duration_ms`.
+fn raw_realisation(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRealisation> {
+    Ok(RawRealisation {
+        drv_hash: r.get(0)?,
+        resolved_key: r.get(1)?,
+        out_hash: r.get(2)?,
+        name: r.get(3)?,
+        origin: r.get(4)?,
+        created_at: r.get(5)?,
+        duration_ms: r.get(6)?,
+    })
 }
 
 /// The newest realisation of any derivation of package `name`, present or not.
@@ -152,17 +155,7 @@ pub(crate) fn latest_realisation_by_name(conn: &Connection, name: &str) -> rusql
         "SELECT drv_hash, resolved_key, out_hash, name, origin, created_at, duration_ms
          FROM realisations WHERE name = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
     )?;
-    let mut rows = stmt.query_map([name], |r| {
-        Ok(RawRealisation {
-            drv_hash: r.get(0)?,
-            resolved_key: r.get(1)?,
-            out_hash: r.get(2)?,
-            name: r.get(3)?,
-            origin: r.get(4)?,
-            created_at: r.get(5)?,
-            duration_ms: r.get(6)?,
-        })
-    })?;
+    let mut rows = stmt.query_map([name], raw_realisation)?;
     rows.next().transpose()
 }
 
