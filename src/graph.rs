@@ -204,7 +204,7 @@ impl Graph {
                 Target { packages, ..t.clone() }
             })
             .collect();
-        Graph::resolve(Loaded { targets, recipes, warnings: Vec::new() })
+        Graph::resolve(Loaded { targets, recipes })
     }
 
     /// The named packages and everything they depend on (unknown names are ignored).

@@ -180,7 +180,7 @@ pub fn load_with_overlays(files: &[PathBuf], overlays: &OverlayArgs) -> Result<r
     let overlays = recipe::load_overlays(&overlays.overlay_files).map_err(Failure::usage)?;
     let mut loaded = recipe::load(files).map_err(Failure::usage)?;
     recipe::apply_overlays(&mut loaded, &overlays).map_err(Failure::usage)?;
-    print_warnings(&loaded.warnings);
+    print_warnings(&loaded.warnings());
     Ok(loaded)
 }
 

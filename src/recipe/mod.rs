@@ -143,8 +143,16 @@ pub struct Loaded {
     pub targets: Vec<Target>,
     /// Each recipe file once (a file included twice is loaded once), in load order.
     pub recipes: Vec<Recipe>,
-    /// Non-fatal findings (e.g. an md5-only checksum), each naming file:line:col.
-    pub warnings: Vec<String>,
+}
+
+impl Loaded {
+    /// Non-fatal findings, each naming file:line:col: every source pinned only by the md5
+    /// the LFS book publishes. Computed from the recipes as they are now, so a source an
+    /// overlay replaced warns no more.
+    pub fn warnings(&self) -> Vec<String> {
+        let md5_only = self.recipes.iter().flat_map(|r| &r.sources).filter(|s| matches!(s.checksum, Some(Checksum::Md5(_))));
+        md5_only.map(|s| format!("{}: md5 only, pin a sha256 (`forge prefetch` computes it)", s.at)).collect()
+    }
 }
 
 /// Every problem found while loading; `Display` prints one per line.

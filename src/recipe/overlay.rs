@@ -22,8 +22,6 @@ pub struct Overlay {
     /// Absolute path of the overlay file.
     pub file: PathBuf,
     pub overrides: Vec<Override>,
-    /// Non-fatal findings (md5-only checksums), each naming file:line:col.
-    pub warnings: Vec<String>,
 }
 
 /// One `[[override]]` table.
@@ -105,7 +103,6 @@ pub(crate) fn parse_overlay(file: &Path, text: &str) -> Result<Overlay, RecipeEr
         RecipeError { problems: vec![Problem::at(at(start), kind)] }
     })?;
     let mut problems = Vec::new();
-    let mut warnings = Vec::new();
     let mut overrides = Vec::new();
     for raw in raw.overrides {
         let package_at = at(raw.package.span().start);
@@ -120,7 +117,6 @@ pub(crate) fn parse_overlay(file: &Path, text: &str) -> Result<Overlay, RecipeEr
         let mut patches = validate_fragment(file, text, raw.patches, raw.env);
         for fragment in replaced.iter_mut().chain([&mut patches]) {
             problems.append(&mut fragment.problems);
-            warnings.append(&mut fragment.warnings);
         }
         overrides.push(Override {
             package: raw.package.into_inner(),
@@ -132,7 +128,7 @@ pub(crate) fn parse_overlay(file: &Path, text: &str) -> Result<Overlay, RecipeEr
         });
     }
     if problems.is_empty() {
-        Ok(Overlay { file: file.to_path_buf(), overrides, warnings })
+        Ok(Overlay { file: file.to_path_buf(), overrides })
     } else {
         Err(RecipeError { problems })
     }
@@ -144,7 +140,6 @@ pub(crate) fn parse_overlay(file: &Path, text: &str) -> Result<Overlay, RecipeEr
 pub fn apply_overlays(loaded: &mut Loaded, overlays: &[Overlay]) -> Result<(), RecipeError> {
     let mut problems = Vec::new();
     for overlay in overlays {
-        loaded.warnings.extend(overlay.warnings.iter().cloned());
         for over in &overlay.overrides {
             match loaded.recipes.iter_mut().find(|r| r.name == over.package) {
                 Some(recipe) => apply_one(recipe, over, &mut problems),
@@ -236,6 +231,28 @@ mod tests {
         let env: Vec<(&str, &str)> = x.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(env, [("A", "1"), ("B", "3"), ("C", "4")]);
         assert_eq!(loaded.recipes[1].version, "1.0", "y is untouched");
+    }
+
+    #[test]
+    fn md5_warnings_follow_the_sources_an_overlay_leaves() {
+        let pinned_by_md5 = |name, line| {
+            let mut r = recipe(name);
+            r.sources[0].checksum = Some(Checksum::Md5([0; 16]));
+            r.sources[0].at.line = line;
+            r
+        };
+        let (x, y) = (pinned_by_md5("x", 7), pinned_by_md5("y", 9));
+        let mut loaded = Loaded { recipes: vec![x, y], ..Default::default() };
+        assert_eq!(loaded.warnings().len(), 2);
+        let text = format!(
+            "[[override]]\npackage = \"x\"\nsources = [{{ url = \"http://h/x-2.tar.gz\", sha256 = \"{SHA}\" }}]\n"
+        );
+        apply_overlays(&mut loaded, &[overlay(&text).unwrap()]).unwrap();
+        assert_eq!(
+            loaded.warnings(),
+            ["/r/x.toml:9:1: md5 only, pin a sha256 (`forge prefetch` computes it)"],
+            "x's md5 source was replaced; y's still warns"
+        );
     }
 
     #[test]

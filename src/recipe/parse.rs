@@ -35,13 +35,11 @@ pub(crate) enum Parsed {
     Set(SetFile),
 }
 
-/// Everything learned from one file: the parsed value if the file is valid,
-/// else the problems; warnings either way.
+/// Everything learned from one file: the parsed value if the file is valid, else the problems.
 #[derive(Debug, Default)]
 pub(crate) struct FileOutcome {
     pub parsed: Option<Parsed>,
     pub problems: Vec<Problem>,
-    pub warnings: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -227,7 +225,6 @@ struct FileCtx<'a> {
     file: &'a Path,
     index: LineIndex<'a>,
     problems: Vec<Problem>,
-    warnings: Vec<String>,
 }
 
 impl FileCtx<'_> {
@@ -247,13 +244,13 @@ impl FileCtx<'_> {
 
 /// Parse and validate the text of the file at `file` (an absolute path).
 pub(crate) fn parse_file(file: &Path, text: &str) -> FileOutcome {
-    let mut ctx = FileCtx { file, index: LineIndex::new(text), problems: Vec::new(), warnings: Vec::new() };
+    let mut ctx = FileCtx { file, index: LineIndex::new(text), problems: Vec::new() };
     let raw: RawFile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(err) => {
             let span = err.span().unwrap_or(0..0);
             ctx.problem(&span, ProblemKind::Toml(err.message().trim_end().to_string()));
-            return FileOutcome { parsed: None, problems: ctx.problems, warnings: ctx.warnings };
+            return FileOutcome { parsed: None, problems: ctx.problems };
         }
     };
     let parsed = match (raw.package.is_some(), raw.set.is_some()) {
@@ -269,7 +266,7 @@ pub(crate) fn parse_file(file: &Path, text: &str) -> FileOutcome {
         (true, false) => validate_recipe(&mut ctx, raw).map(|r| Parsed::Recipe(Box::new(r))),
     };
     let parsed = if ctx.problems.is_empty() { parsed } else { None };
-    FileOutcome { parsed, problems: ctx.problems, warnings: ctx.warnings }
+    FileOutcome { parsed, problems: ctx.problems }
 }
 
 fn validate_set(ctx: &mut FileCtx, raw: RawFile) -> Option<SetFile> {
@@ -439,7 +436,6 @@ pub(crate) struct Fragment {
     pub sources: Vec<Source>,
     pub env: BTreeMap<String, String>,
     pub problems: Vec<Problem>,
-    pub warnings: Vec<String>,
 }
 
 pub(crate) fn validate_fragment(
@@ -448,10 +444,10 @@ pub(crate) fn validate_fragment(
     sources: Vec<Spanned<RawSource>>,
     env: BTreeMap<Spanned<String>, Spanned<String>>,
 ) -> Fragment {
-    let mut ctx = FileCtx { file, index: LineIndex::new(text), problems: Vec::new(), warnings: Vec::new() };
+    let mut ctx = FileCtx { file, index: LineIndex::new(text), problems: Vec::new() };
     let sources = validate_sources(&mut ctx, sources);
     let env = validate_env(&mut ctx, env);
-    Fragment { sources, env, problems: ctx.problems, warnings: ctx.warnings }
+    Fragment { sources, env, problems: ctx.problems }
 }
 
 /// The checksum of a source, with problems for missing, duplicate or malformed keys.
@@ -479,13 +475,7 @@ fn validate_checksum(ctx: &mut FileCtx, span: &Range<usize>, raw: &RawSource) ->
         }
     };
     match Checksum::parse(key, value.get_ref()) {
-        Ok(checksum) => {
-            if key == "md5" {
-                let at = ctx.at(&value.span());
-                ctx.warnings.push(format!("{at}: md5 only, pin a sha256 (`forge prefetch` computes it)"));
-            }
-            Some(checksum)
-        }
+        Ok(checksum) => Some(checksum),
         Err(source) => {
             ctx.problem(&value.span(), ProblemKind::BadChecksum { key, source });
             None

@@ -32,7 +32,6 @@ enum Visit {
 #[derive(Default)]
 pub(crate) struct Loader {
     problems: Vec<Problem>,
-    warnings: Vec<String>,
     recipes: Vec<Recipe>,
     known: HashMap<PathBuf, Known>,
     /// Parsed ahead (in parallel) and not visited yet.
@@ -62,7 +61,7 @@ impl Loader {
             targets.push(target);
         }
         if self.problems.is_empty() {
-            Ok(Loaded { targets, recipes: self.recipes, warnings: self.warnings })
+            Ok(Loaded { targets, recipes: self.recipes })
         } else {
             Err(RecipeError { problems: self.problems })
         }
@@ -90,7 +89,6 @@ impl Loader {
         }
         let outcome = self.pending.remove(path).unwrap_or_else(|| read_and_parse(path));
         self.problems.extend(outcome.problems);
-        self.warnings.extend(outcome.warnings);
         match outcome.parsed {
             None => {
                 self.known.insert(path.to_path_buf(), Known::Failed);

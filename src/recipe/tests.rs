@@ -98,8 +98,9 @@ timeout = "2h"
     assert_eq!(r.env["LFS_TGT"], "x86_64-lfs-linux-gnu");
     assert_eq!(r.action, Action::Build { script: "make".into(), shell: vec!["/bin/bash".into(), "-c".into()] });
     assert_eq!(r.requirements, Requirements { memory: Some(3 << 29), disk: Some(1024), timeout: Some(7200) });
-    assert_eq!(loaded.warnings.len(), 1);
-    assert!(loaded.warnings[0].ends_with("pkg.toml:16:7: md5 only, pin a sha256 (`forge prefetch` computes it)"), "{}", loaded.warnings[0]);
+    let warnings = loaded.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].ends_with("pkg.toml:14:1: md5 only, pin a sha256 (`forge prefetch` computes it)"), "{}", warnings[0]);
     assert_eq!(loaded.targets.len(), 1);
     assert_eq!(loaded.targets[0].packages, ["binutils-pass1"]);
     assert!(!loaded.targets[0].is_set);
