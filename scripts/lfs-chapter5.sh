@@ -4,11 +4,14 @@
 # recipes/lfs-debian/overlay.toml, from Debian's orig tarballs registered by content
 # with `forge source add` (no network needed once they are downloaded).
 #
-#   FORGE_STORE=/var/tmp/lfs-a scripts/lfs-chapter5.sh [PKG...]
-#   default PKGs: binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx
+#   FORGE_STORE=/var/tmp/lfs-a scripts/lfs-chapter5.sh [PKG|ch5|ch6...]
+#   default: ch5 = binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx
+#   ch6 = the chapter-6 tools the overlay covers (all but make: docs/lfs.md)
 #
 # Fetch the sources first (needs root for apt):
 #   scripts/debian-sources.sh binutils gcc-12 gmp mpfr4 mpclib3 glibc linux=6.1.176-1
+#   scripts/debian-sources.sh m4 ncurses bash coreutils diffutils file findutils gawk \
+#       grep gzip patch sed tar xz-utils                                    # for ch6
 # FORGE (default target/debug/forge) names the binary. One build at a time (-j 1), so
 # each package's time is comparable (SBU). Not run in CI: it takes a long time.
 set -eu
@@ -19,14 +22,19 @@ overlay="$repo/recipes/lfs-debian/overlay.toml"
 : "${FORGE_STORE:?set FORGE_STORE to a dedicated store directory}"
 export FORGE_STORE
 [ -d "$repo/sources/debian" ] || { echo "$0: no sources/debian/: run scripts/debian-sources.sh (see above)" >&2; exit 1; }
-[ $# -gt 0 ] || set -- binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx
+[ $# -gt 0 ] || set -- ch5
+ch5="binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx"
+ch6="m4 ncurses bash coreutils diffutils file findutils gawk grep gzip patch sed tar xz binutils-pass2 gcc-pass2"
 
 "$forge" source add "$repo/sources/debian" | tail -n 1
 packages=
-for pkg in "$@"; do packages="$packages -p $pkg"; done
+for arg in "$@"; do
+    case $arg in ch5) list=$ch5 ;; ch6) list=$ch6 ;; *) list=$arg ;; esac
+    for pkg in $list; do packages="$packages -p $pkg"; done
+done
 start=$(date +%s)
 # shellcheck disable=SC2086 # one -p per word
 "$forge" build "$repo/recipes/toolchain.toml" --overlay "$overlay" -j 1 $packages
 echo "wall time: $(( $(date +%s) - start )) s" >&2
 "$forge" show "$repo/recipes/toolchain.toml" --overlay "$overlay" 2>/dev/null \
-    | grep -E '^(lfs-host|binutils-pass1|gcc-pass1|linux-headers|glibc|libstdcxx|lfs-sysroot|lfs-layout) '
+    | grep -E "^(lfs-host|lfs-layout|lfs-sysroot|$(echo "$ch5 $ch6" | tr ' ' '|')) "

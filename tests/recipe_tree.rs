@@ -11,7 +11,9 @@
 //! sandbox root stages a temporary and a final build of one package at the
 //! same place; the cross stage stages its sysroot at /lfs and nothing later
 //! uses `at`; `forge show` resolves every set to exactly the files it includes
-//! and refuses the unpinned recipes.
+//! and refuses the unpinned recipes; the Debian overlay of the proof build
+//! (recipes/lfs-debian/overlay.toml) applies, pins every tarball by sha256, and
+//! the chapter 5-6 scripts let it swap versions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -627,4 +629,60 @@ fn every_url_source_is_pinned_by_sha256_or_the_books_md5() {
     }
     // `forge prefetch` turns md5 pins into sha256 ones, so only the total is stable.
     assert!(sha256 + md5 >= 150, "{sha256} sha256 and {md5} md5 pins: is the tree there?");
+}
+
+#[test]
+fn the_debian_overlay_applies_to_the_toolchain_and_pins_every_tarball_by_sha256() {
+    let overlay_file = recipes_dir().join("lfs-debian/overlay.toml");
+    let overlay = load(&overlay_file);
+    let overrides = overlay.get("override").and_then(Value::as_array).expect("[[override]] tables");
+    let mut versions = BTreeMap::new();
+    for over in overrides {
+        let package = over["package"].as_str().expect("package").to_string();
+        for source in over.get("sources").and_then(Value::as_array).into_iter().flatten() {
+            let source = source.as_table().expect("inline table");
+            if source.contains_key("url") {
+                let sha = source.get("sha256").and_then(Value::as_str);
+                assert!(sha.is_some_and(|s| is_hex(s, 64)), "overlay {package}: {source:?} needs the tarball's own sha256");
+            }
+        }
+        versions.insert(package, over["version"].as_str().expect("version").to_string());
+    }
+
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_forge"))
+        .args(["show", "--json"])
+        .arg(recipes_dir().join("toolchain.toml"))
+        .arg("--overlay")
+        .arg(&overlay_file)
+        .env("FORGE_STORE", scratch.path().join("store"))
+        .env("HOME", scratch.path())
+        .output()
+        .expect("run forge show");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "forge show --overlay failed:\n{stderr}");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let node: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        if let Some(version) = node["name"].as_str().and_then(|n| versions.remove(n)) {
+            assert_eq!(node["version"], version.as_str(), "{node}");
+        }
+    }
+    assert!(versions.is_empty(), "overridden packages missing from forge show: {versions:?}");
+    // A replaced source does not warn; none of the overlay's own sources is md5-only.
+    for recipe in ["binutils-pass1", "gcc-pass1", "gcc-pass2", "glibc", "ncurses"] {
+        assert!(!stderr.contains(&format!("/{recipe}.toml:")), "warning about a replaced source of {recipe}:\n{stderr}");
+    }
+}
+
+#[test]
+fn cross_stage_scripts_name_their_tarball_by_forge_version_so_overlays_can_swap_it() {
+    for dir in ["ch5", "ch6"] {
+        for path in toml_files_under(&recipes_dir().join("packages").join(dir)) {
+            let recipe = Recipe::read(&path);
+            let script = recipe.table["build"]["script"].as_str().expect("a build script");
+            for line in script.lines().filter(|l| l.trim_start().starts_with("lfs_unpack")) {
+                assert!(line.contains("$FORGE_VERSION"), "{}: `{line}` names a fixed version", rel(&path));
+            }
+        }
+    }
 }
