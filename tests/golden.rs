@@ -63,7 +63,7 @@ fn canonical_derivations_match_golden_files() {
 fn golden_plan_has_the_expected_shape() {
     let loaded = load(&[root().join("fixtures/recipes/all.toml")]).unwrap();
     assert_eq!(loaded.targets[0].packages, ["seed", "app", "hello", "zlib"]);
-    assert_eq!(loaded.warnings.len(), 1, "hello's md5-only source warns");
+    assert_eq!(loaded.warnings().len(), 1, "hello's md5-only source warns");
     let graph = Graph::resolve(loaded).unwrap();
     let plan = plan(&graph).unwrap();
     let app = graph.node_by_name("app").unwrap();

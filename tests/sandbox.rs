@@ -361,6 +361,28 @@ fn no_signal_is_ignored_or_blocked() {
 }
 
 #[test]
+fn the_build_keeps_the_niceness_forge_runs_at() {
+    // The build runs in a session of its own, hence in a new autogroup, whose nice value
+    // would start at 0 and undo `nice forge build`.
+    if fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").map_or(true, |s| s.trim() != "1") {
+        eprintln!("skipped: this kernel does not group processes by session (sched_autogroup_enabled)");
+        return;
+    }
+    let f = Fixture::new();
+    let wrapper = f.tmp.path().join("nice-forge");
+    fs::write(&wrapper, format!("#!/bin/sh\nexec nice -n 7 {} \"$@\"\n", env!("CARGO_BIN_EXE_forge"))).unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = f.spec("cat /proc/self/autogroup");
+    spec.helper_exe = wrapper;
+    let outcome = sandbox::run(&spec).unwrap_or_else(|e| panic!("sandbox setup failed: {e}"));
+    let log = fs::read_to_string(&spec.log).unwrap_or_default();
+    assert_eq!(outcome.exit, Exit::Success, "log:\n{log}");
+    // SAFETY: reads this process's nice value. `nice -n 7` adds to it, up to 19.
+    let expected = (unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } + 7).min(19);
+    assert!(log.contains(&format!(" nice {expected}")), "the build's autogroup is not niced like forge ({expected}): {log}");
+}
+
+#[test]
 fn layer_conflicts_name_both_layers() {
     let fx = Fixture::new();
     let a = layer_with(fx.tmp.path(), "pkg-a", &[("etc/conf", "a")]);

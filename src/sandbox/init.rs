@@ -302,6 +302,7 @@ fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd) -> Se
     if let Err(e) = nix::sys::prctl::set_dumpable(true) {
         return SetupFailure::from_errno("making the build process dumpable", e);
     }
+    sys::carry_nice_into_autogroup();
     if let Err(failure) = lock_mounts() {
         return failure;
     }
