@@ -150,7 +150,8 @@ lfs_gcc_prereqs() {
 # lfs_finish: the cleanup every output gets.
 # - /bin, /sbin and /lib are symlinks into /usr (lfs-layout), so a package
 #   must not ship them as directories: move such files under usr/.
-# - The info directory index and perllocal.pod are rewritten by every package
+# - The info directory index (usr/share/info/dir, and tools/share/info/dir of
+#   the cross tools) and perllocal.pod are rewritten by every package
 #   that installs info pages or Perl modules; kept, they would make any two
 #   such packages collide in a sandbox root. The system builds its own index.
 # - Libtool archives are removed (LFS 8.84 "Cleaning Up" does it for all).
@@ -163,7 +164,7 @@ lfs_finish() {
       rm -rf "${FORGE_OUT:?}/$dir"
     fi
   done
-  rm -f "$FORGE_OUT/usr/share/info/dir"
+  find "$FORGE_OUT" -path "*/share/info/dir" -type f -delete
   find "$FORGE_OUT" \( -name '*.la' -o -name perllocal.pod \) -type f -delete
 }
 
