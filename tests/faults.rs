@@ -278,10 +278,16 @@ fn md5_only_warns_with_location_but_builds() {
     let out = env.forge(&["build", "old.toml"]);
     assert_exit(&out, 0);
     let err = stderr(&out);
-    // The md5 value is on line 7, at column 7.
-    let warning = format!("warning: {}:7:7: md5 only, pin a sha256", path_str(&file));
+    // The source pinned by md5 starts on line 5 (`[[source]]`).
+    let warning = format!("warning: {}:5:1: md5 only, pin a sha256", path_str(&file));
     assert!(err.contains(&warning), "expected {warning:?} in:\n{err}");
     assert_eq!(files_holding(&env.store.join("objects"), bytes).len(), 1, "the source is the output");
+    // Only the packages a build selects warn: `-p other` does not build `old`.
+    let set = env.write("both.toml", "[set]\nname = \"both\"\ninclude = [\"old.toml\", \"other.toml\"]\n");
+    env.write("other.toml", &url_import("other", &payload, &format!("sha256 = \"{}\"", sha256_hex(bytes))));
+    let out = env.forge(&["build", path_str(&set), "-p", "other"]);
+    assert_exit(&out, 0);
+    assert!(!stderr(&out).contains("md5 only"), "{}", stderr(&out));
 
     // A wrong md5 is still caught.
     let wrong = env.write("wrong.toml", &url_import("wrong", &payload, &format!("md5 = \"{}\"", "0".repeat(32))));

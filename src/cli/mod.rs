@@ -165,6 +165,7 @@ pub fn load_and_plan(files: &[PathBuf], packages: &[String], overlays: &OverlayA
 }
 
 /// Load FILEs, apply overlays, resolve names, keep the closure of `packages` (all when empty).
+/// Prints the warnings of the recipes kept.
 pub fn load_graph(files: &[PathBuf], packages: &[String], overlays: &OverlayArgs) -> Result<Graph, Failure> {
     let loaded = load_with_overlays(files, overlays)?;
     let mut graph = Graph::resolve(loaded).map_err(Failure::usage)?;
@@ -172,15 +173,15 @@ pub fn load_graph(files: &[PathBuf], packages: &[String], overlays: &OverlayArgs
         let names: Vec<&str> = packages.iter().map(String::as_str).collect();
         graph = graph.restrict(&names).map_err(Failure::usage)?;
     }
+    print_warnings(&recipe::warnings(graph.nodes.iter().map(|n| &n.recipe)));
     Ok(graph)
 }
 
-/// Load FILEs and apply the overlays to them; prints the loader's warnings.
+/// Load FILEs and apply the overlays to them.
 pub fn load_with_overlays(files: &[PathBuf], overlays: &OverlayArgs) -> Result<recipe::Loaded, Failure> {
     let overlays = recipe::load_overlays(&overlays.overlay_files).map_err(Failure::usage)?;
     let mut loaded = recipe::load(files).map_err(Failure::usage)?;
     recipe::apply_overlays(&mut loaded, &overlays).map_err(Failure::usage)?;
-    print_warnings(&loaded.warnings());
     Ok(loaded)
 }
 

@@ -150,9 +150,15 @@ impl Loaded {
     /// the LFS book publishes. Computed from the recipes as they are now, so a source an
     /// overlay replaced warns no more.
     pub fn warnings(&self) -> Vec<String> {
-        let md5_only = self.recipes.iter().flat_map(|r| &r.sources).filter(|s| matches!(s.checksum, Some(Checksum::Md5(_))));
-        md5_only.map(|s| format!("{}: md5 only, pin a sha256 (`forge prefetch` computes it)", s.at)).collect()
+        warnings(&self.recipes)
     }
+}
+
+/// The warnings of [`Loaded::warnings`] for some of the recipes (those a build selected).
+pub fn warnings<'a>(recipes: impl IntoIterator<Item = &'a Recipe>) -> Vec<String> {
+    let sources = recipes.into_iter().flat_map(|r| &r.sources);
+    let md5_only = sources.filter(|s| matches!(s.checksum, Some(Checksum::Md5(_))));
+    md5_only.map(|s| format!("{}: md5 only, pin a sha256 (`forge prefetch` computes it)", s.at)).collect()
 }
 
 /// Every problem found while loading; `Display` prints one per line.
