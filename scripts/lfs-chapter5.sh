@@ -11,8 +11,9 @@
 # Fetch the sources first (needs root for apt):
 #   scripts/debian-sources.sh binutils gcc-12 gmp mpfr4 mpclib3 glibc linux=6.1.176-1
 #   scripts/debian-sources.sh m4 ncurses bash coreutils diffutils file findutils gawk \
-#       grep gzip patch sed tar xz-utils                                    # for ch6
-# FORGE (default target/debug/forge) names the binary. One build at a time (-j 1), so
+#       grep gzip patch=2.7.6-7 sed tar xz-utils                                  # for ch6
+# FORGE (default target/debug/forge) names the binary. --keep-going: a failed package
+# does not stop the others that do not need it. One build at a time (-j 1), so
 # each package's time is comparable (SBU). Not run in CI: it takes a long time.
 set -eu
 
@@ -34,7 +35,7 @@ for arg in "$@"; do
 done
 start=$(date +%s)
 # shellcheck disable=SC2086 # one -p per word
-"$forge" build "$repo/recipes/toolchain.toml" --overlay "$overlay" -j 1 $packages
+"$forge" build "$repo/recipes/toolchain.toml" --overlay "$overlay" -j 1 --keep-going $packages
 echo "wall time: $(( $(date +%s) - start )) s" >&2
 "$forge" show "$repo/recipes/toolchain.toml" --overlay "$overlay" 2>/dev/null \
     | grep -E "^(lfs-host|lfs-layout|lfs-sysroot|$(echo "$ch5 $ch6" | tr ' ' '|')) "
