@@ -32,6 +32,8 @@ pub struct Options {
     pub helper_exe: PathBuf,
     /// Parallelism granted to each build (`$FORGE_JOBS`).
     pub build_jobs: usize,
+    /// Nodes fetched from a binary cache just before this run: reported as substituted.
+    pub substituted: std::collections::HashSet<NodeId>,
 }
 
 /// How a node was realised.
@@ -41,6 +43,8 @@ pub enum Realised {
     Built,
     /// Already in the store under this drv hash.
     Cached,
+    /// Fetched from a binary cache in this run.
+    Substituted,
     /// Already in the store under this resolved key: its inputs' contents did not change
     /// although some input was rebuilt (early cutoff).
     Cutoff,
@@ -51,6 +55,7 @@ impl Realised {
         match self {
             Realised::Built => "built",
             Realised::Cached => "cached",
+            Realised::Substituted => "substituted",
             Realised::Cutoff => "cached",
         }
     }
@@ -348,7 +353,8 @@ fn realise(
 
     let lookup = || -> Result<Option<(Digest, Realised)>, crate::store::StoreError> {
         if let Some(r) = store.realisation_by_drv(&drv_hash)? {
-            return Ok(Some((r.out_hash, Realised::Cached)));
+            let how = if opts.substituted.contains(&id) { Realised::Substituted } else { Realised::Cached };
+            return Ok(Some((r.out_hash, how)));
         }
         if let Some(r) = store.realisation_by_resolved(&resolved)? {
             // Same inputs by content: record drv -> out so the next lookup is direct.

@@ -36,4 +36,5 @@ pub mod import;
 pub mod store;
 pub mod sandbox;
 pub mod executor;
+pub mod cache;
 pub mod cli;

@@ -35,6 +35,8 @@ pub struct BuildArgs {
     /// Print one JSON event per line on stdout instead of human-readable progress
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    substitute: super::substitute::SubstituteArgs,
 }
 
 pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
@@ -47,6 +49,14 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     }
 
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let substituted = match args.substitute.resolve(global)? {
+        Some(sub) => {
+            let offers = super::substitute::offers(&store, &planned, &sub)?;
+            // Downloads wait on the network as much as on the CPU: a few more than the cores.
+            super::substitute::fetch_all(&store, &sub, &offers, cpus.max(4), args.json)
+        }
+        None => Default::default(),
+    };
     let helper_exe = std::env::current_exe()
         .map_err(|e| Failure::failed(format!("cannot locate the forge binary to run the sandbox: {e}")))?;
     let opts = Options {
@@ -54,6 +64,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         keep_going: args.keep_going,
         helper_exe,
         build_jobs: args.build_jobs.unwrap_or(cpus).max(1),
+        substituted,
     };
     let mode = if args.json { Mode::Json } else { progress::detect_mode() };
     let observer = progress::Reporter::new(mode, graph.nodes.len());
@@ -63,16 +74,19 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     record_roots(&store, graph, &report, &args.packages)?;
 
     let built = report.count(|r| matches!(r, NodeResult::Done { how: executor::Realised::Built, .. }));
-    let cached = report.count(|r| matches!(r, NodeResult::Done { how, .. } if *how != executor::Realised::Built));
+    let substituted = report.count(|r| matches!(r, NodeResult::Done { how: executor::Realised::Substituted, .. }));
+    let cached = report.count(|r| {
+        matches!(r, NodeResult::Done { how, .. } if *how != executor::Realised::Built && *how != executor::Realised::Substituted)
+    });
     let failed = report.failed();
     let skipped = report.count(|r| matches!(r, NodeResult::Skipped { .. }));
     if args.json {
         emit_json(json!({
-            "event": "summary", "built": built, "cached": cached, "substituted": 0,
+            "event": "summary", "built": built, "cached": cached, "substituted": substituted,
             "failed": failed, "skipped": skipped,
         }));
     } else {
-        progress::print_summary(graph, &report, built, cached, failed, skipped);
+        progress::print_summary(graph, &report, built, cached, substituted, failed, skipped);
     }
     let code = if failed > 0 || skipped > 0 { EXIT_FAILED } else { EXIT_OK };
     super::exit_without_freeing(planned);

@@ -7,11 +7,15 @@
 mod build;
 mod fetch;
 mod gc;
+mod key;
 mod log;
 mod prefetch;
 mod progress;
+mod push;
+mod serve;
 mod show;
 mod source;
+mod substitute;
 mod verify;
 
 use std::path::PathBuf;
@@ -51,6 +55,9 @@ pub struct GlobalArgs {
     /// The store directory [default: $FORGE_STORE, else $XDG_DATA_HOME/forge, else ~/.local/share/forge]
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// The config file (substituters, trusted keys, signing key) [default: $FORGE_CONFIG, else ~/.config/forge/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,6 +79,13 @@ enum Command {
     Source(source::SourceCommand),
     /// Download url sources and pin their sha256 into the recipe files
     Prefetch(prefetch::PrefetchArgs),
+    /// Manage signing keys for binary caches
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Upload built outputs and signed realisations to a binary cache
+    Push(push::PushArgs),
+    /// Serve the store as a binary cache over HTTP
+    Serve(serve::ServeArgs),
 }
 
 /// Entry point of the `forge` binary; returns the process exit status.
@@ -83,6 +97,11 @@ pub fn run() -> i32 {
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
+    if matches!(cli.command, Command::Show(_) | Command::Log(_)) {
+        // `forge show | head` should end quietly like any filter. Only for these pure output
+        // commands: builds and the server talk to pipes and sockets that may close early.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Build(args) => build::run(&cli.global, args),
         Command::Show(args) => show::run(&cli.global, args),
@@ -92,6 +111,9 @@ pub fn run() -> i32 {
         Command::Fetch(args) => fetch::run(&cli.global, args),
         Command::Source(command) => source::run(&cli.global, command),
         Command::Prefetch(args) => prefetch::run(&cli.global, args),
+        Command::Key(command) => key::run(command),
+        Command::Push(args) => push::run(&cli.global, args),
+        Command::Serve(args) => serve::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -184,7 +184,15 @@ fn json_event(name: &str, drv: &str, result: &NodeResult) -> serde_json::Value {
 }
 
 /// The human summary after a build: counts, then each failure with the tail of its log.
-pub fn print_summary(graph: &Graph, report: &Report, built: usize, cached: usize, failed: usize, skipped: usize) {
+pub fn print_summary(
+    graph: &Graph,
+    report: &Report,
+    built: usize,
+    cached: usize,
+    substituted: usize,
+    failed: usize,
+    skipped: usize,
+) {
     for (node, result) in report.results.iter().enumerate() {
         if let NodeResult::Failed { error, log } = result {
             let name = &graph.nodes[node].recipe.name;
@@ -196,6 +204,9 @@ pub fn print_summary(graph: &Graph, report: &Report, built: usize, cached: usize
         }
     }
     let mut summary = format!("{built} built, {cached} cached");
+    if substituted > 0 {
+        summary.push_str(&format!(", {substituted} substituted"));
+    }
     if failed > 0 {
         summary.push_str(&format!(", {failed} failed"));
     }

@@ -21,6 +21,8 @@ pub struct ShowArgs {
     /// One JSON object per node on stdout
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    substitute: super::substitute::SubstituteArgs,
 }
 
 pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
@@ -28,6 +30,10 @@ pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
     let store = global.open_store()?;
     let (graph, plan) = (&planned.graph, &planned.plan);
     let status = executor::assess(&store, graph, plan)?;
+    let substitutable: std::collections::HashMap<usize, crate::hash::Digest> = match args.substitute.resolve(global)? {
+        Some(sub) => super::substitute::offers(&store, &planned, &sub)?.into_iter().map(|(id, o)| (id, o.doc.out)).collect(),
+        None => Default::default(),
+    };
     if !args.json {
         println!("{:<28} {:<14} {:<14} {:<14} STATUS", "NAME", "VERSION", "DRV", "OUT");
     }
@@ -35,7 +41,10 @@ pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
         let recipe = &graph.nodes[n].recipe;
         let (state, out) = match &status[n] {
             Status::Realised(out) | Status::Cutoff(out) => ("built", Some(*out)),
-            Status::ToBuild(_) => ("to build", None),
+            Status::ToBuild(_) => match substitutable.get(&n) {
+                Some(out) => ("substitutable", Some(*out)),
+                None => ("to build", None),
+            },
         };
         if args.json {
             emit_json(json!({

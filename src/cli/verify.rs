@@ -1,4 +1,5 @@
-//! `forge verify [--repair]`: re-hash every store object and source, report what changed.
+//! `forge verify [--repair]`: re-hash every store object and source, report what changed;
+//! `forge verify --cache DIR [--repair]`: check a directory cache the same way.
 
 use clap::Args;
 use serde_json::json;
@@ -13,9 +14,19 @@ pub struct VerifyArgs {
     /// Print the report as one JSON object on stdout
     #[arg(long)]
     json: bool,
+    /// Verify this binary cache (a directory: file:///path or /path) instead of the store;
+    /// with --repair, corrupt objects are re-uploaded from the store and bad realisations deleted
+    #[arg(long, value_name = "URL")]
+    cache: Option<String>,
+    /// Also check signatures by this key, NAME:BASE64 (repeatable; added to the config's)
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    trusted_keys: Vec<String>,
 }
 
 pub fn run(global: &GlobalArgs, args: VerifyArgs) -> CliResult {
+    if let Some(url) = &args.cache {
+        return verify_cache(global, url, &args);
+    }
     let store = global.open_store()?;
     let report = store.verify(args.repair)?;
     let verb = if report.repaired { "removed" } else { "found" };
@@ -68,4 +79,55 @@ pub fn run(global: &GlobalArgs, args: VerifyArgs) -> CliResult {
         );
     }
     Ok(if report.is_clean() || report.repaired { EXIT_OK } else { EXIT_FAILED })
+}
+
+fn verify_cache(global: &GlobalArgs, url: &str, args: &VerifyArgs) -> CliResult {
+    use crate::cache::{verify, PublicKey, Trust};
+    let dir = url.strip_prefix("file://").unwrap_or(url);
+    if !dir.starts_with('/') {
+        return Err(super::Failure::usage(format!(
+            "--cache {url}: only a directory cache (file:///path) can be listed and verified; run forge verify on the machine that holds it"
+        )));
+    }
+    let config = global.config()?;
+    let keys = args.trusted_keys.iter().chain(&config.trusted_public_keys);
+    let keys: Vec<PublicKey> = keys.map(|k| PublicKey::parse(k)).collect::<Result<_, _>>().map_err(super::Failure::usage)?;
+    let store = global.open_store()?;
+    let report = verify::verify(std::path::Path::new(dir), &store, &Trust::new(keys), args.repair).map_err(super::Failure::failed)?;
+    if args.json {
+        emit_json(json!({
+            "event": "verify-cache", "cache": url,
+            "objects_checked": report.objects_checked, "realisations_checked": report.realisations_checked,
+            "problems": report.problems.iter().map(|(p, why)| json!({"path": p, "problem": why})).collect::<Vec<_>>(),
+            "unverified_signers": report.unverified_signers,
+            "repaired": report.repaired.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
+            "unrepaired": report.unrepaired.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
+            "removed": report.removed,
+            "clean": report.is_clean(),
+        }));
+    } else {
+        for (path, why) in &report.problems {
+            println!("corrupt {path}: {why}");
+        }
+        for d in &report.repaired {
+            println!("repaired object {d} from the local store");
+        }
+        for d in &report.unrepaired {
+            println!("cannot repair object {d}: not in the local store (substitute it from a good cache first, then verify --repair again)");
+        }
+        for r in &report.removed {
+            println!("deleted {r}");
+        }
+        if report.unverified_signers > 0 {
+            println!("{} realisations are signed by keys not trusted here: signatures not checked", report.unverified_signers);
+        }
+        println!(
+            "checked {} objects and {} realisations in {url}: {}",
+            report.objects_checked,
+            report.realisations_checked,
+            if report.is_clean() { "all intact" } else if args.repair { "repaired what the store could" } else { "problems found; --repair fixes them from the local store" }
+        );
+    }
+    let ok = report.is_clean() || (args.repair && report.fully_repaired());
+    Ok(if ok { EXIT_OK } else { EXIT_FAILED })
 }

@@ -19,6 +19,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../store-schema.sql"),
     // 1: `forge build --dry-run` and `forge show` ask for a package's last realisation by name.
     "CREATE INDEX realisations_by_name ON realisations (name, created_at);",
+    // 2: substituters' negative answers ("this cache has no realisation of drv"), believed
+    // for a short time so that a build does not ask again for every node (docs/cache.md).
+    "CREATE TABLE cache_misses (
+        cache      TEXT NOT NULL,
+        drv_hash   TEXT NOT NULL,
+        checked_at INTEGER NOT NULL,
+        PRIMARY KEY (cache, drv_hash)
+    ) STRICT;",
 ];
 
 /// Concurrent forge processes wait this long for each other's write transactions.
@@ -133,6 +141,30 @@ pub(crate) fn realisations_with_present_object(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([key.to_hex()], raw_realisation)?;
+    rows.collect()
+}
+
+/// The newest realisation of every derivation whose object is present (what `forge push`
+/// uploads when no FILE is named).
+pub(crate) fn all_realisations_with_present_object(conn: &Connection) -> rusqlite::Result<Vec<RawRealisation>> {
+    let mut stmt = conn.prepare(
+        "SELECT r.drv_hash, r.resolved_key, r.out_hash, r.name, r.origin, r.created_at, r.duration_ms
+         FROM realisations r JOIN objects o ON o.out_hash = r.out_hash AND o.present = 1
+         WHERE r.id = (SELECT MAX(id) FROM realisations r2 JOIN objects o2 ON o2.out_hash = r2.out_hash
+                       AND o2.present = 1 WHERE r2.drv_hash = r.drv_hash)
+         ORDER BY r.id",
+    )?;
+    let rows = stmt.query_map([], raw_realisation)?;
+    rows.collect()
+}
+
+/// Present objects that realised package `name`, newest first (at most `limit`).
+pub(crate) fn present_outs_by_name(conn: &Connection, name: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.out_hash FROM realisations r JOIN objects o ON o.out_hash = r.out_hash AND o.present = 1
+         WHERE r.name = ?1 GROUP BY r.out_hash ORDER BY MAX(r.id) DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![name, limit as i64], |r| r.get(0))?;
     rows.collect()
 }
 

@@ -42,6 +42,8 @@ pub enum StoreError {
     DerivationConflict { drv_hash: Digest, name: String },
     #[error("cannot record a realisation of {name} to {out}: that object is not in the store")]
     ObjectNotPresent { out: Digest, name: String },
+    #[error("{name}: the downloaded object hashes to {actual}, not to the out hash {expected} it was signed for; nothing was registered")]
+    OutMismatch { name: String, expected: Digest, actual: Digest },
     #[error("cannot {op}: builds are running on the store (they hold {lock} shared); retry when they have finished")]
     Busy { op: &'static str, lock: PathBuf },
 }

@@ -242,6 +242,49 @@ impl Store {
         if recorded { Ok(()) } else { Err(missing()) }
     }
 
+    /// The newest realisation of every derivation whose object is present.
+    pub fn all_realisations(&self) -> Result<Vec<Realisation>, StoreError> {
+        let rows = self.db.read("list realisations", db::all_realisations_with_present_object)?;
+        rows.into_iter().map(|r| self.parse_realisation(r)).collect()
+    }
+
+    /// Present objects that once realised package `name`, newest first (at most `limit`):
+    /// where a substitution looks for big files it already has.
+    pub fn present_outs_by_name(&self, name: &str, limit: usize) -> Result<Vec<Digest>, StoreError> {
+        let hexes = self.db.read("look up objects by name", |c| db::present_outs_by_name(c, name, limit))?;
+        hexes.iter().map(|h| self.db.digest(h, "out_hash")).collect()
+    }
+
+    // ---- substituters' negative answers --------------------------------------------------
+
+    /// Did `cache` say it has no realisation of `drv` less than `ttl` seconds ago?
+    pub fn recent_cache_miss(&self, cache: &str, drv: &Digest, ttl: u64) -> Result<bool, StoreError> {
+        let checked: Option<i64> = self.db.read("read cache misses", |c| {
+            c.query_row(
+                "SELECT checked_at FROM cache_misses WHERE cache = ?1 AND drv_hash = ?2",
+                rusqlite::params![cache, drv.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(checked.is_some_and(|t| now_secs().saturating_sub(t) < ttl as i64))
+    }
+
+    /// Remember that `cache` has no realisation of these derivations (now).
+    pub fn record_cache_misses(&self, cache: &str, drvs: &[Digest]) -> Result<(), StoreError> {
+        let now = now_secs();
+        self.db.write("record cache misses", |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO cache_misses (cache, drv_hash, checked_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (cache, drv_hash) DO UPDATE SET checked_at = excluded.checked_at",
+            )?;
+            for drv in drvs {
+                stmt.execute(rusqlite::params![cache, drv.to_hex(), now])?;
+            }
+            Ok(())
+        })
+    }
+
     // ---- scratch space and locks ---------------------------------------------------------
 
     /// A fresh scratch directory under `STORE/tmp` (same file system as `objects/`), removed

@@ -37,6 +37,17 @@ impl Store {
     /// hash. `out_dir` should be inside a [`Store::scratch_dir`] (on another file system it is
     /// copied); it is consumed in every case. Never returns before the object is on disk.
     pub fn register_output(&self, out_dir: &Path, reg: &Registration) -> Result<Digest, StoreError> {
+        self.register(out_dir, reg, None)
+    }
+
+    /// Like [`Store::register_output`], but the tree must hash to `expected` (a download
+    /// checked against its signed out hash). On a mismatch nothing is registered, `out_dir`
+    /// is deleted, and the error names both hashes.
+    pub fn register_expected(&self, out_dir: &Path, reg: &Registration, expected: &Digest) -> Result<Digest, StoreError> {
+        self.register(out_dir, reg, Some(expected))
+    }
+
+    fn register(&self, out_dir: &Path, reg: &Registration, expected: Option<&Digest>) -> Result<Digest, StoreError> {
         let meta = fs::symlink_metadata(out_dir).map_err(StoreError::io("stat", out_dir))?;
         if !meta.is_dir() {
             return Err(StoreError::NotADirectory { path: out_dir.to_path_buf() });
@@ -46,6 +57,10 @@ impl Store {
         tree::normalize_with(out_dir, RootMode::KeepWritable)?;
         let summary = tree::hash_path(out_dir)?;
         let out = summary.digest;
+        if let Some(expected) = expected.filter(|e| **e != out) {
+            remove_tree(out_dir)?;
+            return Err(StoreError::OutMismatch { name: reg.name.clone(), expected: *expected, actual: out });
+        }
 
         // One registration of a given out hash at a time, across threads and processes.
         let _out_lock = FileLock::acquire(&self.lock_path(&format!("out-{}.lock", out.to_hex())), Mode::Exclusive)?;

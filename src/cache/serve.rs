@@ -1,0 +1,227 @@
+//! `forge serve`: a store, seen over HTTP as a `forge-cache-v1` cache.
+//!
+//! Realisations are signed on the fly with the server's key (`--key`); objects are packed into
+//! `STORE/cache/` the first time they are asked for, and served from there afterwards.
+//! Uploads (PUT, with the token given at start) land in `STORE/cache/` too, so the server is
+//! also a cache that teams push to. `POST /_forge/batch` answers many small documents at once.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use super::format::{self, CacheInfo};
+use super::keys::SecretKey;
+use super::remote::{valid_cache_path, BatchAnswer, BatchRequest, DirRemote, BATCH_PATH};
+use super::{push, to_json, CacheError, Remote};
+use crate::hash::Digest;
+use crate::store::Store;
+
+/// Where a served store keeps packed objects and uploads.
+pub const CACHE_DIR: &str = "cache";
+/// Largest upload accepted (one archive or blob).
+const MAX_UPLOAD: u64 = 16 << 30;
+/// Largest batch request body.
+const MAX_BATCH: u64 = 4 << 20;
+
+pub struct ServeOptions {
+    /// Uploads need `Authorization: Bearer TOKEN`; without a token the server is read-only.
+    pub token: Option<String>,
+    /// Signs the store's own realisations.
+    pub key: Option<SecretKey>,
+    pub threads: usize,
+}
+
+struct Server_<'a> {
+    store: &'a Store,
+    cache: DirRemote,
+    opts: ServeOptions,
+    /// One packing per object at a time.
+    packing: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
+    log: &'a (dyn Fn(String) + Sync),
+}
+
+/// Bind `listen` (e.g. `127.0.0.1:8080`, port 0 for any) and serve until the process ends.
+/// `ready` receives the bound address once requests are accepted.
+pub fn serve(
+    store: &Store,
+    listen: &str,
+    opts: ServeOptions,
+    ready: impl FnOnce(std::net::SocketAddr),
+    log: &(dyn Fn(String) + Sync),
+) -> Result<(), CacheError> {
+    let server = Server::http(listen).map_err(|e| CacheError::BadUrl(format!("cannot listen on {listen}: {e}")))?;
+    let addr = server.server_addr().to_ip().ok_or_else(|| CacheError::BadUrl(format!("{listen} is not an IP address")))?;
+    let cache_root = store.dir().join(CACHE_DIR);
+    std::fs::create_dir_all(&cache_root).map_err(|e| CacheError::Io(format!("cannot create {}: {e}", cache_root.display())))?;
+    let threads = opts.threads.max(1);
+    let state = Server_ {
+        store,
+        cache: DirRemote::new(&format!("file://{}", cache_root.display()), &cache_root)?,
+        opts,
+        packing: Mutex::new(HashMap::new()),
+        log,
+    };
+    ready(addr);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while let Ok(request) = server.recv() {
+                    state.handle(request);
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+enum Body {
+    Bytes(Vec<u8>),
+    File(std::fs::File),
+}
+
+type Answer = Result<Body, (u16, String)>;
+
+impl Server_<'_> {
+    fn handle(&self, mut request: Request) {
+        let path = request.url().split('?').next().unwrap_or("").trim_start_matches('/').to_string();
+        let method = request.method().clone();
+        let answer = match method {
+            Method::Get | Method::Head => self.get(&path),
+            Method::Put => self.put(&path, &mut request),
+            Method::Post if path == BATCH_PATH => self.batch(&mut request),
+            _ => Err((405, "method not allowed".into())),
+        };
+        if let Err((code, why)) = &answer {
+            if *code >= 500 || method == Method::Put {
+                (self.log)(format!("{method} /{path}: {code} {why}"));
+            }
+        }
+        let head = method == Method::Head;
+        let _ = match answer {
+            Ok(Body::Bytes(b)) if head => request.respond(Response::empty(200).with_header(length(b.len() as u64))),
+            Ok(Body::File(f)) if head => {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                request.respond(Response::empty(200).with_header(length(len)))
+            }
+            Ok(Body::Bytes(b)) => request.respond(Response::from_data(b)),
+            Ok(Body::File(f)) => request.respond(Response::from_file(f)),
+            Err((code, why)) => request.respond(Response::from_string(format!("{why}\n")).with_status_code(code)),
+        };
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        if !valid_cache_path(path) {
+            return Err((404, "not found".into()));
+        }
+        if path == format::INFO_FILE {
+            return Ok(Body::Bytes(to_json(&CacheInfo { format: format::FORMAT.into() })));
+        }
+        if let Some(body) = self.from_cache_dir(path)? {
+            return Ok(body);
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        match parts.as_slice() {
+            ["realisations", drv, signer] => self.sign_realisation(drv, signer.strip_suffix(".json").unwrap_or("")),
+            ["objects", file] => self.pack_object(file.strip_suffix(".json").unwrap_or("")),
+            _ => Err((404, "not found".into())),
+        }
+    }
+
+    fn from_cache_dir(&self, path: &str) -> Result<Option<Body>, (u16, String)> {
+        match std::fs::File::open(self.cache.root().join(path)) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(Some(Body::File(f))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err((500, e.to_string())),
+        }
+    }
+
+    /// The store's own realisation of `drv`, signed now with the server's key.
+    fn sign_realisation(&self, drv: &str, signer: &str) -> Answer {
+        let not_found = || (404, "not found".to_string());
+        let key = self.opts.key.as_ref().filter(|k| k.name == signer).ok_or_else(not_found)?;
+        let drv: Digest = drv.parse().map_err(|_| not_found())?;
+        let r = self.store.realisation_by_drv(&drv).map_err(|e| (500, e.to_string()))?.ok_or_else(not_found)?;
+        Ok(Body::Bytes(to_json(&push::sign(key, &r))))
+    }
+
+    /// Pack store object `out` into the cache dir (once), then serve its info.
+    fn pack_object(&self, out: &str) -> Answer {
+        let not_found = || (404, "not found".to_string());
+        let out: Digest = out.parse().map_err(|_| not_found())?;
+        if !self.store.has_object(&out).map_err(|e| (500, e.to_string()))? {
+            return Err(not_found());
+        }
+        let lock = self.packing.lock().expect("packing").entry(out).or_default().clone();
+        let _guard = lock.lock().expect("pack lock");
+        let info_path = format::object_info_path(&out);
+        if let Some(body) = self.from_cache_dir(&info_path)? {
+            return Ok(body);
+        }
+        push::upload_object(self.store, &self.cache, &out).map_err(|e| (500, e.to_string()))?;
+        self.from_cache_dir(&info_path)?.ok_or((500, "packed object vanished".into()))
+    }
+
+    fn put(&self, path: &str, request: &mut Request) -> Answer {
+        let Some(token) = &self.opts.token else {
+            return Err((403, "this server is read-only (start forge serve with --token to accept uploads)".into()));
+        };
+        let expected = format!("Bearer {token}");
+        let authorized = request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Authorization") && constant_time_eq(h.value.as_str().as_bytes(), expected.as_bytes()));
+        if !authorized {
+            return Err((401, "missing or wrong token".into()));
+        }
+        if !valid_cache_path(path) {
+            return Err((400, format!("invalid cache path {path:?}")));
+        }
+        let scratch = self.store.scratch_dir("upload").map_err(|e| (500, e.to_string()))?;
+        let tmp = scratch.path().join("body");
+        let mut file = std::fs::File::create(&tmp).map_err(|e| (500, e.to_string()))?;
+        let copied = std::io::copy(&mut request.as_reader().take(MAX_UPLOAD + 1), &mut file).map_err(|e| (400, e.to_string()))?;
+        if copied > MAX_UPLOAD {
+            return Err((413, "upload too large".into()));
+        }
+        self.cache.put_file(path, &tmp).map_err(|e| (500, e.to_string()))?;
+        Ok(Body::Bytes(Vec::new()))
+    }
+
+    fn batch(&self, request: &mut Request) -> Answer {
+        let mut body = Vec::new();
+        request.as_reader().take(MAX_BATCH).read_to_end(&mut body).map_err(|e| (400, e.to_string()))?;
+        let asked: BatchRequest = serde_json::from_slice(&body).map_err(|e| (400, format!("bad batch request: {e}")))?;
+        let mut found = Vec::with_capacity(asked.paths.len());
+        for path in &asked.paths {
+            // Small documents only: big files are fetched one by one.
+            let small = path == format::INFO_FILE || path.starts_with("realisations/") || path.starts_with("objects/");
+            let content = match small.then(|| self.get(path)) {
+                Some(Ok(Body::Bytes(b))) => String::from_utf8(b).ok(),
+                Some(Ok(Body::File(mut f))) => {
+                    let mut s = String::new();
+                    f.read_to_string(&mut s).ok().map(|_| s)
+                }
+                _ => None,
+            };
+            found.push(content);
+        }
+        Ok(Body::Bytes(serde_json::to_vec(&BatchAnswer { found }).expect("serialisable")))
+    }
+}
+
+fn length(n: u64) -> Header {
+    Header::from_bytes(&b"Content-Length"[..], n.to_string().as_bytes()).expect("valid header")
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The cache directory of a served store.
+pub fn cache_dir(store_dir: &Path) -> std::path::PathBuf {
+    store_dir.join(CACHE_DIR)
+}
