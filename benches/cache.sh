@@ -102,7 +102,7 @@ for run in $(seq "$runs"); do
     t1=$(now)
     secs "$t0" "$t1" >> "$work/push.t"
     moved=$(sed 's/.*"bytes_uploaded":\([0-9]*\).*/\1/' "$work/push.json")
-    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    sync   # the push's writes are on disk, not competing with the substitution's
     t0=$(now)
     "$forge" --store "$work/B" build set.toml -p bulk1 -p bulk2 -p bulk3 -p bulk4 --json \
         --substituter "$url/forge$run/" --trusted-key "$pub" > "$work/sub.json"
@@ -158,6 +158,7 @@ if command -v nix >/dev/null 2>&1; then
         # shellcheck disable=SC2086
         nix $nixflags copy --store "$work/nixA" --to "file://$work/www/nix$run?compression=zstd" $paths
         t1=$(now); secs "$t0" "$t1" >> "$work/nixpush.t"
+        sync
         t0=$(now)
         # shellcheck disable=SC2086
         nix $nixflags copy --no-check-sigs --from "$url/nix$run" --to "$work/nixB" $paths
