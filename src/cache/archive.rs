@@ -319,7 +319,10 @@ mod tests {
 
     /// A compressed tar whose entries are written raw (the tar crate's safe setters refuse
     /// exactly the paths these tests need): (path, type, content or link target).
-    fn evil_archive(entries: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+    /// (path, type, content or link target) of one raw tar entry.
+    type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8]);
+
+    fn evil_archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
         for (path, kind, data) in entries {
             let mut header = tar::Header::new_old();
@@ -378,7 +381,7 @@ mod tests {
     #[test]
     fn archives_that_try_to_escape_or_smuggle_are_refused() {
         use tar::EntryType::*;
-        let cases: Vec<(&str, Vec<(&[u8], tar::EntryType, &[u8])>)> = vec![
+        let cases: Vec<(&str, Vec<RawEntry<'_>>)> = vec![
             ("dot-dot", vec![(b"../evil", Regular, b"x")]),
             ("nested dot-dot", vec![(b"d/", Directory, b""), (b"d/../../evil", Regular, b"x")]),
             ("absolute", vec![(b"/tmp/evil", Regular, b"x")]),

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tiny_http::{Header, Method, Request, Response, Server};
@@ -34,7 +33,8 @@ pub struct ServeOptions {
     pub threads: usize,
 }
 
-struct Server_<'a> {
+/// What every request handler thread shares.
+struct Handler<'a> {
     store: &'a Store,
     cache: DirRemote,
     opts: ServeOptions,
@@ -57,7 +57,7 @@ pub fn serve(
     let cache_root = store.dir().join(CACHE_DIR);
     std::fs::create_dir_all(&cache_root).map_err(|e| CacheError::Io(format!("cannot create {}: {e}", cache_root.display())))?;
     let threads = opts.threads.max(1);
-    let state = Server_ {
+    let state = Handler {
         store,
         cache: DirRemote::new(&format!("file://{}", cache_root.display()), &cache_root)?,
         opts,
@@ -84,7 +84,7 @@ enum Body {
 
 type Answer = Result<Body, (u16, String)>;
 
-impl Server_<'_> {
+impl Handler<'_> {
     fn handle(&self, mut request: Request) {
         let path = request.url().split('?').next().unwrap_or("").trim_start_matches('/').to_string();
         let method = request.method().clone();
@@ -119,7 +119,7 @@ impl Server_<'_> {
         if path == format::INFO_FILE {
             return Ok(Body::Bytes(to_json(&CacheInfo { format: format::FORMAT.into() })));
         }
-        if let Some(body) = self.from_cache_dir(path)? {
+        if let Some(body) = self.cached_file(path)? {
             return Ok(body);
         }
         let parts: Vec<&str> = path.split('/').collect();
@@ -130,7 +130,7 @@ impl Server_<'_> {
         }
     }
 
-    fn from_cache_dir(&self, path: &str) -> Result<Option<Body>, (u16, String)> {
+    fn cached_file(&self, path: &str) -> Result<Option<Body>, (u16, String)> {
         match std::fs::File::open(self.cache.root().join(path)) {
             Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(Some(Body::File(f))),
             Ok(_) => Ok(None),
@@ -158,11 +158,11 @@ impl Server_<'_> {
         let lock = self.packing.lock().expect("packing").entry(out).or_default().clone();
         let _guard = lock.lock().expect("pack lock");
         let info_path = format::object_info_path(&out);
-        if let Some(body) = self.from_cache_dir(&info_path)? {
+        if let Some(body) = self.cached_file(&info_path)? {
             return Ok(body);
         }
         push::upload_object(self.store, &self.cache, &out).map_err(|e| (500, e.to_string()))?;
-        self.from_cache_dir(&info_path)?.ok_or((500, "packed object vanished".into()))
+        self.cached_file(&info_path)?.ok_or((500, "packed object vanished".into()))
     }
 
     fn put(&self, path: &str, request: &mut Request) -> Answer {
@@ -219,9 +219,4 @@ fn length(n: u64) -> Header {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The cache directory of a served store.
-pub fn cache_dir(store_dir: &Path) -> std::path::PathBuf {
-    store_dir.join(CACHE_DIR)
 }
