@@ -245,6 +245,33 @@ fn verify_finds_corrupt_cache_entries_and_repairs_them_from_the_store() {
 }
 
 #[test]
+fn an_output_already_in_the_store_is_not_downloaded_again() {
+    let (a, set, expected) = machine_a();
+    let (key, public) = keygen(&a, "ci-1");
+    let cache = a.path("cache");
+    let url = format!("file://{}", cache.display());
+    push(&a, &key, &url, &[]);
+    // Machine B built the same `big` from a recipe that differs only in a comment: another drv
+    // hash, the same out hash.
+    let b = TestEnv::with_seed_sources();
+    let set_b = write_set(&b);
+    let recipe = std::fs::read_to_string(b.path("pkgs/big.toml")).unwrap();
+    std::fs::write(b.path("pkgs/big.toml"), recipe.replace("mkdir -p", "# same output\nmkdir -p")).unwrap();
+    assert_exit(&b.build_json(&[set_b.to_str().unwrap(), "-p", "big"]).1, 0);
+    // Without the cache's copy of big's files, only the fact can be substituted.
+    let big_out = &expected.iter().find(|(n, _)| n == "big").unwrap().1;
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join(format!("objects/{big_out}.json"))).unwrap()).unwrap();
+    std::fs::remove_file(cache.join(format!("archives/{}.tar.zst", info["archive"]["blake3"].as_str().unwrap()))).unwrap();
+    std::fs::remove_file(cache.join(format!("blobs/{}.zst", big_dat_hash(&a, &expected)))).unwrap();
+    let (events, out) = substitute_build(&b, &set, &url, &public);
+    assert_exit(&out, 0);
+    assert_eq!(event_of(&events, "big")["event"], "substituted", "{}", stderr(&out));
+    assert_eq!(summary(&events)["built"], 0);
+    assert_eq!(outs(&events), expected);
+}
+
+#[test]
 fn a_cache_that_is_down_or_answers_garbage_means_a_local_build() {
     let (_a, set, expected) = machine_a();
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();

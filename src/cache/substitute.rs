@@ -17,7 +17,7 @@ use super::format::{self, ObjectInfo, RealisationDoc};
 use super::keys::Trust;
 use super::{check_format, CacheError, Remote};
 use crate::hash::Digest;
-use crate::store::{Origin, Registration, Store};
+use crate::store::{Origin, Realisation, Registration, Store};
 
 /// A trusted realisation and the object it names, available from one substituter.
 #[derive(Debug, Clone)]
@@ -131,6 +131,20 @@ pub fn check_realisation(bytes: &[u8], drv: &Digest, trust: &Trust) -> Result<Re
 pub fn fetch(store: &Store, remote: &dyn Remote, offer: &Offer) -> Result<Digest, CacheError> {
     let started = Instant::now();
     let (doc, info) = (&offer.doc, &offer.info);
+    if store.has_object(&doc.out)? {
+        // The same output is already here (another derivation produced it): only the
+        // signed fact "this derivation gives that output" is new; nothing is downloaded.
+        store.add_realisation(&Realisation {
+            drv_hash: doc.drv,
+            resolved_key: doc.resolved,
+            out_hash: doc.out,
+            name: doc.name.clone(),
+            origin: Origin::Substituted,
+            created_at: crate::store::now_secs(),
+            duration_ms: 0,
+        })?;
+        return Ok(doc.out);
+    }
     let what = format!("{} from {}", doc.name, remote.url());
     let scratch = store.scratch_dir(&format!("substitute-{}", doc.name))?;
     let root = scratch.path().join("out");
