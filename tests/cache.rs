@@ -48,7 +48,7 @@ script = 'mkdir -p $FORGE_OUT && wc -l < /lib/big.dat > $FORGE_OUT/count'
     env.write("set.toml", &format!("[set]\nname = \"s\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()))
 }
 
-/// Build the set in a fresh store; returns (env, set file, name -> out).
+/// A machine: the set built in a fresh store; returns (env, set file, name -> out).
 fn machine_a() -> (TestEnv, PathBuf, Vec<(String, String)>) {
     let env = TestEnv::with_seed_sources();
     let set = write_set(&env);
@@ -150,9 +150,7 @@ fn forge_serve_signs_the_store_and_accepts_uploads_only_with_its_token() {
     assert_all_substituted(&server.url, &set, &public, &expected);
 
     // A second machine pushes its own signed realisations to the server.
-    let c = TestEnv::with_seed_sources();
-    let set_c = write_set(&c);
-    assert_exit(&c.build_json(&[set_c.to_str().unwrap()]).1, 0);
+    let (c, _, _) = machine_a();
     let (key_c, public_c) = keygen(&c, "laptop");
     let refused = c.forge(&["push", "--to", &server.url, "--key", key_c.to_str().unwrap()]);
     assert_exit(&refused, 1);
@@ -316,9 +314,7 @@ fn negative_answers_are_remembered_until_refresh() {
 #[test]
 fn two_machines_pushing_to_one_cache_at_once() {
     let (a, set, expected) = machine_a();
-    let c = TestEnv::with_seed_sources();
-    let set_c = write_set(&c);
-    assert_exit(&c.build_json(&[set_c.to_str().unwrap()]).1, 0);
+    let (c, _, _) = machine_a();
     let (key_a, public_a) = keygen(&a, "a");
     let (key_c, public_c) = keygen(&c, "c");
     let url = format!("file://{}", a.path("cache").display());
