@@ -7,7 +7,6 @@
 //! files, and each file appears atomically (rename, or the server's PUT).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -33,8 +32,8 @@ pub struct PushReport {
     pub blobs_skipped: u64,
 }
 
-/// Progress callback: (package name, what happened).
-pub type Progress<'a> = &'a (dyn Fn(&str, &str) + Sync);
+/// Progress callback, once per object uploaded: (package name, out hash, compressed bytes sent).
+pub type Progress<'a> = &'a (dyn Fn(&str, &Digest, u64) + Sync);
 
 /// Upload every realisation in `items` (and its object) that the cache lacks, `jobs` at a time.
 pub fn push(
@@ -60,7 +59,6 @@ pub fn push(
     let have_info = remote.exists_many(&info_paths)?;
 
     let report = Mutex::new(PushReport::default());
-    let bytes = AtomicU64::new(0);
     let missing: Vec<&(Digest, &str)> = outs.iter().zip(&have_info).filter(|(_, h)| !**h).map(|(o, _)| o).collect();
     report.lock().expect("report").objects_present = (outs.len() - missing.len()) as u64;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -70,10 +68,10 @@ pub fn push(
     pool.install(|| {
         missing.par_iter().try_for_each(|(out, name)| -> Result<(), CacheError> {
             let moved = upload_object(store, remote, out)?;
-            bytes.fetch_add(moved.bytes_uploaded, Ordering::Relaxed);
-            progress(name, &format!("uploaded {} ({})", out.short(), human_bytes(moved.bytes_uploaded)));
+            progress(name, out, moved.bytes_uploaded);
             let mut r = report.lock().expect("report");
             r.objects_uploaded += 1;
+            r.bytes_uploaded += moved.bytes_uploaded;
             r.blobs_uploaded += moved.blobs_uploaded;
             r.blobs_skipped += moved.blobs_skipped;
             r.blob_bytes_skipped += moved.blob_bytes_skipped;
@@ -82,7 +80,6 @@ pub fn push(
     })?;
     // Realisations last: their objects are complete by now.
     let mut report = report.into_inner().expect("report");
-    report.bytes_uploaded = bytes.into_inner();
     for (r, (path, have)) in items.iter().zip(doc_paths.iter().zip(&have_doc)) {
         if *have {
             continue;
@@ -159,15 +156,4 @@ pub fn object_info(out: &Digest, packed: &Packed) -> ObjectInfo {
         archive: format::ArchiveRef { blake3: packed.archive_hash, size: packed.archive_size },
         blobs: packed.blobs.iter().map(|(b, _)| b.clone()).collect(),
     }
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }

@@ -9,7 +9,7 @@
 //!    it hashes to the signed out hash.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::archive::Unpacker;
@@ -148,28 +148,8 @@ pub fn fetch(store: &Store, remote: &dyn Remote, offer: &Offer) -> Result<Digest
     let what = format!("{} from {}", doc.name, remote.url());
     let scratch = store.scratch_dir(&format!("substitute-{}", doc.name))?;
     let root = scratch.path().join("out");
-    let mut unpacker = Unpacker::new(&root)?;
-
-    let archive_path = format::archive_path(&info.archive.blake3);
-    let stream = remote.open(&archive_path)?.ok_or_else(|| CacheError::Refused(format!("{what}: {archive_path} is missing")))?;
-    let (hash, size) = unpacker.archive(stream, &what)?;
-    if hash != info.archive.blake3 || size != info.archive.size {
-        return Err(CacheError::Refused(format!(
-            "{what}: {archive_path} hashes to {hash} ({size} bytes), expected {} ({} bytes); nothing was registered",
-            info.archive.blake3, info.archive.size
-        )));
-    }
     let local = if info.blobs.is_empty() { HashMap::new() } else { local_big_files(store, &doc.name, info)? };
-    for blob in &info.blobs {
-        if let Some(path) = local.get(&blob.blake3) {
-            let file = std::fs::File::open(path).map_err(|e| CacheError::Io(format!("cannot open {}: {e}", path.display())))?;
-            unpacker.blob_plain(blob, std::io::BufReader::new(file), &what)?;
-            continue;
-        }
-        let blob_path = format::blob_path(&blob.blake3);
-        let stream = remote.open(&blob_path)?.ok_or_else(|| CacheError::Refused(format!("{what}: {blob_path} is missing")))?;
-        unpacker.blob(blob, stream, &what)?;
-    }
+    unpack_object(remote, info, &root, &what, &local)?;
     let registration = Registration {
         drv_hash: doc.drv,
         resolved_key: doc.resolved,
@@ -178,6 +158,39 @@ pub fn fetch(store: &Store, remote: &dyn Remote, offer: &Offer) -> Result<Digest
         duration_ms: started.elapsed().as_millis() as u64,
     };
     Ok(store.register_expected(&root, &registration, &doc.out)?)
+}
+
+/// Unpack the object `info` describes into `root` (which must not exist), checking the
+/// archive and every blob against their hashes; blobs found in `local` (by content hash) are
+/// copied from there instead of downloaded. The caller checks the tree against the out hash.
+pub fn unpack_object(
+    remote: &dyn Remote,
+    info: &ObjectInfo,
+    root: &Path,
+    what: &str,
+    local: &HashMap<Digest, PathBuf>,
+) -> Result<(), CacheError> {
+    let mut unpacker = Unpacker::new(root)?;
+    let archive_path = format::archive_path(&info.archive.blake3);
+    let stream = remote.open(&archive_path)?.ok_or_else(|| CacheError::Refused(format!("{what}: {archive_path} is missing")))?;
+    let (hash, size) = unpacker.archive(stream, what)?;
+    if hash != info.archive.blake3 || size != info.archive.size {
+        return Err(CacheError::Refused(format!(
+            "{what}: {archive_path} hashes to {hash} ({size} bytes), expected {} ({} bytes); nothing was registered",
+            info.archive.blake3, info.archive.size
+        )));
+    }
+    for blob in &info.blobs {
+        if let Some(path) = local.get(&blob.blake3) {
+            let file = std::fs::File::open(path).map_err(|e| CacheError::Io(format!("cannot open {}: {e}", path.display())))?;
+            unpacker.blob_plain(blob, std::io::BufReader::new(file), what)?;
+            continue;
+        }
+        let blob_path = format::blob_path(&blob.blake3);
+        let stream = remote.open(&blob_path)?.ok_or_else(|| CacheError::Refused(format!("{what}: {blob_path} is missing")))?;
+        unpacker.blob(blob, stream, what)?;
+    }
+    Ok(())
 }
 
 /// Big files of earlier objects of the same package, by content hash, limited to the sizes

@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use super::archive::Unpacker;
 use super::format::{self, ObjectInfo, RealisationDoc};
 use super::keys::Trust;
 use super::remote::DirRemote;
@@ -97,18 +96,7 @@ fn check_object(cache: &DirRemote, store: &Store, rel: &str, out: &Digest) -> Re
     }
     let scratch = store.scratch_dir("verify-cache").map_err(|e| e.to_string())?;
     let root = scratch.path().join("out");
-    let mut unpacker = Unpacker::new(&root).map_err(|e| e.to_string())?;
-    let archive = format::archive_path(&info.archive.blake3);
-    let stream = cache.open(&archive).map_err(|e| e.to_string())?.ok_or(format!("{archive} is missing"))?;
-    let (hash, size) = unpacker.archive(stream, &archive).map_err(|e| e.to_string())?;
-    if (hash, size) != (info.archive.blake3, info.archive.size) {
-        return Err(format!("{archive} hashes to {hash} ({size} bytes)"));
-    }
-    for blob in &info.blobs {
-        let path = format::blob_path(&blob.blake3);
-        let stream = cache.open(&path).map_err(|e| e.to_string())?.ok_or(format!("{path} is missing"))?;
-        unpacker.blob(blob, stream, &path).map_err(|e| e.to_string())?;
-    }
+    super::substitute::unpack_object(cache, &info, &root, rel, &Default::default()).map_err(|e| e.to_string())?;
     let actual = crate::tree::hash_path(&root).map_err(|e| e.to_string())?.digest;
     if actual != *out {
         return Err(format!("unpacks to a tree hashing to {actual}"));

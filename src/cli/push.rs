@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
+use super::fetch::human_bytes;
 use super::{emit_json, load_and_plan, CliResult, Failure, GlobalArgs, EXIT_OK};
 use crate::cache::{push, remote, SecretKey};
 use crate::store::Realisation;
@@ -64,9 +65,9 @@ pub fn run(global: &GlobalArgs, args: PushArgs) -> CliResult {
         items
     };
     let quiet = args.json;
-    let progress = move |name: &str, what: &str| {
+    let progress = move |name: &str, out: &crate::hash::Digest, bytes: u64| {
         if !quiet {
-            eprintln!("{name}: {what}");
+            eprintln!("{name}: uploaded {} ({})", out.short(), human_bytes(bytes));
         }
     };
     let started = std::time::Instant::now();
@@ -87,9 +88,9 @@ pub fn run(global: &GlobalArgs, args: PushArgs) -> CliResult {
             report.realisations_uploaded,
             items.len(),
             report.objects_uploaded,
-            push::human_bytes(report.bytes_uploaded),
+            human_bytes(report.bytes_uploaded),
             report.objects_present,
-            push::human_bytes(report.blob_bytes_skipped),
+            human_bytes(report.blob_bytes_skipped),
             args.to
         );
     }

@@ -49,16 +49,22 @@ impl SubstituteArgs {
         if urls.is_empty() {
             return Ok(None);
         }
-        let keys = self.trusted_keys.iter().chain(&config.trusted_public_keys);
-        let keys: Vec<PublicKey> = keys.map(|k| PublicKey::parse(k)).collect::<Result<_, _>>().map_err(Failure::usage)?;
-        if keys.is_empty() {
+        let trust = trust(&self.trusted_keys, &config)?;
+        if trust.is_empty() {
             eprintln!("forge: warning: substituters are set but no key is trusted (--trusted-key or trusted-public-keys in the config): nothing will be substituted");
             return Ok(None);
         }
         let remotes = urls.iter().map(|u| remote::open(u, None)).collect::<Result<Vec<_>, _>>().map_err(Failure::usage)?;
         let negative_ttl = if self.refresh { 0 } else { config.negative_ttl() };
-        Ok(Some(Substitution { remotes, trust: Trust::new(keys), negative_ttl }))
+        Ok(Some(Substitution { remotes, trust, negative_ttl }))
     }
+}
+
+/// The trusted keys: `--trusted-key` flags, then the config's `trusted-public-keys`.
+pub fn trust(flags: &[String], config: &Config) -> Result<Trust, Failure> {
+    let keys = flags.iter().chain(&config.trusted_public_keys);
+    let keys: Vec<PublicKey> = keys.map(|k| PublicKey::parse(k)).collect::<Result<_, _>>().map_err(Failure::usage)?;
+    Ok(Trust::new(keys))
 }
 
 impl GlobalArgs {
@@ -95,7 +101,7 @@ pub fn fetch_all(store: &Store, sub: &Substitution, offers: &[(NodeId, Offer)], 
     }
     let total: u64 = offers.iter().map(|(_, o)| o.info.archive.size).sum();
     if !quiet {
-        eprintln!("substituting {} packages ({} of archives, big files extra)", offers.len(), crate::cache::push::human_bytes(total));
+        eprintln!("substituting {} packages ({} of archives, big files extra)", offers.len(), super::fetch::human_bytes(total));
     }
     let done = Mutex::new(HashSet::new());
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build();

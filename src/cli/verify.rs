@@ -82,18 +82,16 @@ pub fn run(global: &GlobalArgs, args: VerifyArgs) -> CliResult {
 }
 
 fn verify_cache(global: &GlobalArgs, url: &str, args: &VerifyArgs) -> CliResult {
-    use crate::cache::{verify, PublicKey, Trust};
+    use crate::cache::verify;
     let dir = url.strip_prefix("file://").unwrap_or(url);
     if !dir.starts_with('/') {
         return Err(super::Failure::usage(format!(
             "--cache {url}: only a directory cache (file:///path) can be listed and verified; run forge verify on the machine that holds it"
         )));
     }
-    let config = global.config()?;
-    let keys = args.trusted_keys.iter().chain(&config.trusted_public_keys);
-    let keys: Vec<PublicKey> = keys.map(|k| PublicKey::parse(k)).collect::<Result<_, _>>().map_err(super::Failure::usage)?;
+    let trust = super::substitute::trust(&args.trusted_keys, &global.config()?)?;
     let store = global.open_store()?;
-    let report = verify::verify(std::path::Path::new(dir), &store, &Trust::new(keys), args.repair).map_err(super::Failure::failed)?;
+    let report = verify::verify(std::path::Path::new(dir), &store, &trust, args.repair).map_err(super::Failure::failed)?;
     if args.json {
         emit_json(json!({
             "event": "verify-cache", "cache": url,
