@@ -68,6 +68,9 @@ pub enum NodeResult {
     Failed { error: String, log: Option<PathBuf> },
     /// Not attempted: a dependency failed (named), or the run stopped after a failure.
     Skipped { reason: String },
+    /// Not realised because nothing in this run needs it: a build-only input of outputs
+    /// already in the store (see [`Graph::needed`]).
+    NotNeeded,
 }
 
 /// Progress reported while building; `node` indexes the graph.
@@ -125,13 +128,28 @@ pub enum Status {
     Cutoff(Digest),
     /// Must be built; the reason says why.
     ToBuild(String),
+    /// Only a build input of outputs that can be had without building: not realised.
+    NotNeeded,
 }
 
-/// Decide each node's status from the store alone (for `--dry-run` and `forge show`).
-pub fn assess(store: &Store, graph: &Graph, plan: &Plan) -> Result<Vec<Status>, ExecError> {
+/// Decide each node's status from the store alone (for `--dry-run` and `forge show`);
+/// `substitutable` nodes count as available when deciding what is needed.
+pub fn assess(
+    store: &Store,
+    graph: &Graph,
+    plan: &Plan,
+    substitutable: &std::collections::HashSet<NodeId>,
+) -> Result<Vec<Status>, ExecError> {
+    let mut available = realised_by_drv(store, plan)?;
+    for &n in substitutable {
+        available[n] = true;
+    }
+    let needed = graph.needed(&available);
     let mut status: Vec<Option<Status>> = vec![None; graph.nodes.len()];
     for &n in graph.topo_order() {
-        let s = if let Some(r) = store.realisation_by_drv(&plan.drv_hashes[n])? {
+        let s = if !needed[n] {
+            Status::NotNeeded
+        } else if let Some(r) = store.realisation_by_drv(&plan.drv_hashes[n])? {
             Status::Realised(r.out_hash)
         } else {
             let inputs = &plan.closures[n];
@@ -166,6 +184,11 @@ pub fn assess(store: &Store, graph: &Graph, plan: &Plan) -> Result<Vec<Status>, 
     Ok(status.into_iter().map(|s| s.unwrap_or(Status::ToBuild(String::new()))).collect())
 }
 
+/// Which nodes the store has under their drv hash.
+pub fn realised_by_drv(store: &Store, plan: &Plan) -> Result<Vec<bool>, ExecError> {
+    plan.drv_hashes.iter().map(|drv| Ok(store.realisation_by_drv(drv)?.is_some())).collect()
+}
+
 fn why_build(store: &Store, recipe: &Recipe) -> Result<String, ExecError> {
     Ok(match store.latest_realisation_by_name(&recipe.name)? {
         Some(_) => "its recipe or an input's content changed since it was last built".to_string(),
@@ -194,11 +217,20 @@ pub fn build(
         .map_err(|e| ExecError::Pool(e.to_string()))?;
 
     let n = graph.nodes.len();
+    let available = realised_by_drv(store, plan)?;
+    let needed = graph.needed(&available);
     let mut results: Vec<Option<NodeResult>> = vec![None; n];
+    for id in (0..n).filter(|&id| !needed[id]) {
+        let result = NodeResult::NotNeeded;
+        observer.event(Event::Finished { node: id, name: &graph.nodes[id].recipe.name, drv: &plan.drv_hashes[id], result: &result });
+        results[id] = Some(result);
+    }
+    // Edges between needed nodes only: a needed node with an unneeded dependency is in the
+    // store already and waits for nothing but its runtime dependencies.
     let mut waiting_on: Vec<usize> = vec![0; n];
     let mut dependents: Vec<Vec<NodeId>> = vec![Vec::new(); n];
-    for (id, node) in graph.nodes.iter().enumerate() {
-        let mut deps: Vec<NodeId> = node.build_deps.iter().chain(&node.runtime_deps).copied().collect();
+    for (id, node) in graph.nodes.iter().enumerate().filter(|(id, _)| needed[*id]) {
+        let mut deps: Vec<NodeId> = node.deps().filter(|&d| needed[d]).collect();
         deps.sort_unstable();
         deps.dedup();
         waiting_on[id] = deps.len();
@@ -215,7 +247,7 @@ pub fn build(
         p
     };
     let mut ready: VecDeque<NodeId> = {
-        let mut r: Vec<NodeId> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+        let mut r: Vec<NodeId> = (0..n).filter(|&i| needed[i] && waiting_on[i] == 0).collect();
         r.sort_by_key(|&i| position[i]);
         r.into()
     };
@@ -240,17 +272,12 @@ pub fn build(
                 memory_in_use += need;
                 running += 1;
                 let tx = tx.clone();
-                // A node starts only when its direct deps are done, and each of those waited
-                // for its own deps, so the whole closure has out hashes by now.
+                // A node starts only when its needed deps are done, and each of those waited
+                // for its own, so the whole closure has out hashes by now, unless the node
+                // was in the store at the start and its build inputs were not needed.
                 let outs: Option<Vec<Digest>> = plan.closures[id].iter().map(|&i| done_out(&results[i])).collect();
                 scope.spawn(move |_| {
-                    let result = match outs {
-                        Some(outs) => realise(store, graph, plan, opts, observer, id, &outs),
-                        None => NodeResult::Failed {
-                            error: "internal error: started before its inputs were realised".into(),
-                            log: None,
-                        },
-                    };
+                    let result = realise(store, graph, plan, opts, observer, id, outs.as_deref());
                     let _ = tx.send((id, result));
                 });
             }
@@ -330,7 +357,8 @@ fn skip_dependents(
     }
 }
 
-/// Look a node up, and build it on a miss. `input_outs` are the out hashes of its closure.
+/// Look a node up, and build it on a miss. `input_outs` are the out hashes of its closure,
+/// `None` when its inputs were not realised because its output was in the store.
 fn realise(
     store: &Store,
     graph: &Graph,
@@ -338,7 +366,7 @@ fn realise(
     opts: &Options,
     observer: &dyn Observer,
     id: NodeId,
-    input_outs: &[Digest],
+    input_outs: Option<&[Digest]>,
 ) -> NodeResult {
     let started = Instant::now();
     let done = |out, how| NodeResult::Done { out, how, duration: started.elapsed() };
@@ -346,6 +374,20 @@ fn realise(
     let recipe = &graph.nodes[id].recipe;
     let drv = &plan.drvs[id];
     let drv_hash = plan.drv_hashes[id];
+    let Some(input_outs) = input_outs else {
+        return match store.realisation_by_drv(&drv_hash) {
+            Ok(Some(r)) => {
+                let how = if opts.substituted.contains(&id) { Realised::Substituted } else { Realised::Cached };
+                done(r.out_hash, how)
+            }
+            Ok(None) => failed(
+                "its output was in the store when this run began, so its build inputs were not realised, \
+                 but it is gone now; run the build again"
+                    .into(),
+            ),
+            Err(e) => failed(e.to_string()),
+        };
+    };
     let resolved = match drv.resolve(input_outs) {
         Ok(r) => r.hash(),
         Err(e) => return failed(e.to_string()),

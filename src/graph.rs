@@ -144,6 +144,36 @@ impl Graph {
         self.index.get(name).copied()
     }
 
+    /// The nodes a run is asked for: every package of every target.
+    pub fn wanted(&self) -> Vec<NodeId> {
+        let mut wanted: Vec<NodeId> =
+            self.targets.iter().flat_map(|t| &t.packages).filter_map(|name| self.node_by_name(name)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+
+    /// Which nodes a run must realise, given which outputs it can have without building
+    /// (`available`: in the store, or offered by a trusted binary cache): the runtime
+    /// closure of [`Graph::wanted`], plus the whole input closure of every such node that
+    /// must be built, and so on down. As in Nix, an output that can be had does not pull in
+    /// its build-only dependencies.
+    pub fn needed(&self, available: &[bool]) -> Vec<bool> {
+        let mut needed = vec![false; self.nodes.len()];
+        let mut todo = self.wanted();
+        while let Some(id) = todo.pop() {
+            if std::mem::replace(&mut needed[id], true) {
+                continue;
+            }
+            if available[id] {
+                todo.extend(&self.nodes[id].runtime_deps);
+            } else {
+                todo.extend(self.nodes[id].deps());
+            }
+        }
+        needed
+    }
+
     /// Every node, dependencies before dependents, ties broken by name.
     pub fn topo_order(&self) -> &[NodeId] {
         &self.topo
@@ -177,7 +207,8 @@ impl Graph {
     }
 
     /// Keep only these packages and everything they depend on (`forge build --package`).
-    /// Targets keep only the packages that remain.
+    /// Targets keep only the named packages: they are what the run is asked for, the rest
+    /// is there because they depend on it.
     pub fn restrict(&self, names: &[&str]) -> Result<Graph, GraphError> {
         let mut problems = Vec::new();
         let roots: Vec<NodeId> = names
@@ -200,7 +231,7 @@ impl Graph {
             .targets
             .iter()
             .map(|t| {
-                let packages = t.packages.iter().filter(|p| self.node_by_name(p).is_some_and(|id| keep[id])).cloned().collect();
+                let packages = t.packages.iter().filter(|p| names.contains(&p.as_str())).cloned().collect();
                 Target { packages, ..t.clone() }
             })
             .collect();
@@ -623,9 +654,42 @@ mod tests {
         let g = Graph::resolve(loaded).unwrap();
         let r = g.restrict(&["lib"]).unwrap();
         assert_eq!(names(&r, r.topo_order()), ["rt", "lib"]);
-        assert_eq!(r.targets[0].packages, ["lib", "rt"]);
+        assert_eq!(r.targets[0].packages, ["lib"]);
         let err = g.restrict(&["apq"]).unwrap_err();
         assert_eq!(err.to_string(), "no package named \"apq\" in the loaded recipes; did you mean \"app\"?");
+    }
+
+    #[test]
+    fn available_outputs_do_not_need_their_build_inputs() {
+        // app builds with cc and runs with lib; lib builds with cc and runs with rt.
+        let mut loaded = Loaded {
+            recipes: vec![
+                recipe("app", &["cc"], &["lib"]),
+                recipe("lib", &["cc"], &["rt"]),
+                recipe("rt", &["cc"], &[]),
+                recipe("cc", &[], &[]),
+            ],
+            ..Loaded::default()
+        };
+        loaded.targets.push(Target { file: PathBuf::from("app.toml"), name: "app".into(), is_set: false, packages: vec!["app".into()] });
+        let g = Graph::resolve(loaded).unwrap();
+        let id = |n: &str| g.node_by_name(n).unwrap();
+        let needed_names = |available: &[&str]| {
+            let flags: Vec<bool> = (0..g.nodes.len()).map(|i| available.contains(&g.nodes[i].recipe.name.as_str())).collect();
+            let needed = g.needed(&flags);
+            let mut names: Vec<&str> = (0..g.nodes.len()).filter(|&i| needed[i]).map(|i| g.nodes[i].recipe.name.as_str()).collect();
+            names.sort_unstable();
+            names
+        };
+        assert_eq!(g.wanted(), [id("app")]);
+        // Nothing available: everything is built.
+        assert_eq!(needed_names(&[]), ["app", "cc", "lib", "rt"]);
+        // app and its runtime closure available: the compiler is not needed.
+        assert_eq!(needed_names(&["app", "lib", "rt"]), ["app", "lib", "rt"]);
+        // rt missing: it must be built, so the compiler comes back.
+        assert_eq!(needed_names(&["app", "lib"]), ["app", "cc", "lib", "rt"]);
+        // app missing: its whole input closure is needed, available or not.
+        assert_eq!(needed_names(&["lib", "rt", "cc"]), ["app", "cc", "lib", "rt"]);
     }
 
     #[test]

@@ -133,6 +133,38 @@ fn file_cache_moves_everything_once_and_substitutes_with_zero_builds() {
 }
 
 #[test]
+fn substituting_a_package_does_not_fetch_its_build_only_inputs() {
+    let (a, set, expected) = machine_a();
+    let (key, public) = keygen(&a, "ci-1");
+    let url = format!("file://{}", a.path("cache").display());
+    push(&a, &key, &url, &[]);
+
+    // `small` only builds with `big` and the seed: having small's output, B needs neither.
+    let b = TestEnv::empty();
+    let small = [set.to_str().unwrap(), "--package", "small", "--substituter", &url, "--trusted-key", &public];
+    let show = b.forge(&[&["show", "--json"][..], &small].concat());
+    assert_exit(&show, 0);
+    let statuses: Vec<(String, String)> =
+        json_lines(&show.stdout).iter().map(|n| (n["name"].as_str().unwrap().into(), n["status"].as_str().unwrap().into())).collect();
+    assert!(statuses.contains(&("small".into(), "substitutable".into())), "{statuses:?}");
+    assert!(statuses.iter().filter(|(n, _)| n != "small").all(|(_, s)| s == "not needed"), "{statuses:?}");
+
+    let (events, out) = b.build_json(&small);
+    assert_exit(&out, 0);
+    let s = summary(&events);
+    let others = (expected.len() - 1) as u64;
+    assert_eq!((s["built"].as_u64(), s["substituted"].as_u64(), s["not_needed"].as_u64()), (Some(0), Some(1), Some(others)), "{}", stderr(&out));
+    assert_eq!(outs(&events), expected.iter().filter(|(n, _)| n == "small").cloned().collect::<Vec<_>>());
+    let big_dat = big_dat_hash(&a, &expected);
+    assert!(walk(&b.store).iter().all(|p| !p.ends_with("big.dat")), "big's output ({big_dat}) was fetched");
+
+    // Later runs agree: small is in the store, its build inputs still are not needed.
+    let again = b.build_json(&[set.to_str().unwrap(), "--package", "small", "--no-substitute"]);
+    assert_exit(&again.1, 0);
+    assert_eq!((summary(&again.0)["cached"].as_u64(), summary(&again.0)["not_needed"].as_u64()), (Some(1), Some(others)));
+}
+
+#[test]
 fn nginx_webdav_cache_round_trip() {
     let (a, set, expected) = machine_a();
     let (key, public) = keygen(&a, "ci-1");

@@ -51,7 +51,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let substituted = match args.substitute.resolve(global)? {
         Some(sub) => {
-            let offers = super::substitute::offers(&store, &planned, &sub)?;
+            let offers = super::substitute::needed_offers(&store, &planned, &sub)?;
             // Downloads wait on the network as much as on the CPU: a few more than the cores.
             super::substitute::fetch_all(&store, &sub, &offers, cpus.max(4), args.json)
         }
@@ -80,13 +80,14 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     });
     let failed = report.failed();
     let skipped = report.count(|r| matches!(r, NodeResult::Skipped { .. }));
+    let not_needed = report.count(|r| matches!(r, NodeResult::NotNeeded));
     if args.json {
         emit_json(json!({
             "event": "summary", "built": built, "cached": cached, "substituted": substituted,
-            "failed": failed, "skipped": skipped,
+            "failed": failed, "skipped": skipped, "not_needed": not_needed,
         }));
     } else {
-        progress::print_summary(graph, &report, built, cached, substituted, failed, skipped);
+        progress::print_summary(graph, &report, built, cached, substituted, failed, skipped, not_needed);
     }
     let code = if failed > 0 || skipped > 0 { EXIT_FAILED } else { EXIT_OK };
     super::exit_without_freeing(planned);
@@ -94,8 +95,9 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
 }
 
 /// Each fully built target becomes a gc root holding the outputs of its whole closure
-/// (`set:NAME` / `package:NAME`). With `--package`, only the named packages become roots,
-/// so that a partial build never shrinks a set's root.
+/// (`set:NAME` / `package:NAME`), build inputs that were not needed this time excepted.
+/// With `--package`, only the named packages become roots, so that a partial build never
+/// shrinks a set's root.
 fn record_roots(
     store: &crate::store::Store,
     graph: &crate::graph::Graph,
@@ -112,7 +114,12 @@ fn record_roots(
         roots.extend(packages.iter().map(|p| (format!("package:{p}"), vec![p.clone()])));
     }
     for (root, members) in roots {
-        let outs: Option<Vec<_>> = graph.closure_of(&members).iter().map(|&n| report.out(n)).collect();
+        let outs: Option<Vec<_>> = graph
+            .closure_of(&members)
+            .iter()
+            .filter(|&&n| !matches!(report.results[n], NodeResult::NotNeeded))
+            .map(|&n| report.out(n))
+            .collect();
         if let Some(outs) = outs {
             store.set_root(&root, &outs)?;
         }
@@ -122,8 +129,8 @@ fn record_roots(
 
 fn dry_run(store: &crate::store::Store, planned: &super::Planned, json: bool) -> CliResult {
     let (graph, plan) = (&planned.graph, &planned.plan);
-    let status = executor::assess(store, graph, plan)?;
-    let mut to_build = 0;
+    let status = executor::assess(store, graph, plan, &Default::default())?;
+    let (mut to_build, mut not_needed) = (0, 0);
     for &n in graph.topo_order() {
         let recipe = &graph.nodes[n].recipe;
         let drv = plan.drv_hashes[n].to_hex();
@@ -134,6 +141,10 @@ fn dry_run(store: &crate::store::Store, planned: &super::Planned, json: bool) ->
                 to_build += 1;
                 ("to build", None, Some(why.as_str()))
             }
+            Status::NotNeeded => {
+                not_needed += 1;
+                ("not needed", None, Some("only a build input of outputs already in the store"))
+            }
         };
         if json {
             emit_json(json!({"event": "plan", "name": recipe.name, "version": recipe.version,
@@ -143,9 +154,14 @@ fn dry_run(store: &crate::store::Store, planned: &super::Planned, json: bool) ->
         }
     }
     if json {
-        emit_json(json!({"event": "summary", "to_build": to_build, "cached": graph.nodes.len() - to_build}));
+        emit_json(json!({"event": "summary", "to_build": to_build, "not_needed": not_needed,
+            "cached": graph.nodes.len() - to_build - not_needed}));
     } else {
-        println!("{to_build} to build, {} already in the store", graph.nodes.len() - to_build);
+        let mut summary = format!("{to_build} to build, {} already in the store", graph.nodes.len() - to_build - not_needed);
+        if not_needed > 0 {
+            summary.push_str(&format!(", {not_needed} not needed (build inputs of outputs already here)"));
+        }
+        println!("{summary}");
     }
     Ok(EXIT_OK)
 }

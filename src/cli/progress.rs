@@ -152,7 +152,7 @@ impl Observer for Reporter {
                     NodeResult::Done { out, how: Realised::Built, duration } => {
                         format!("built {name} in {:.1}s -> {}", duration.as_secs_f64(), out.short())
                     }
-                    NodeResult::Done { .. } => return,
+                    NodeResult::Done { .. } | NodeResult::NotNeeded => return,
                     NodeResult::Failed { error, .. } => format!("FAILED {name}: {error}"),
                     NodeResult::Skipped { reason } => format!("skipped {name}: {reason}"),
                 };
@@ -180,6 +180,10 @@ fn json_event(name: &str, drv: &str, result: &NodeResult) -> serde_json::Value {
         NodeResult::Skipped { reason } => json!({
             "event": "skipped", "name": name, "drv": drv, "out": null, "reason": reason,
         }),
+        NodeResult::NotNeeded => json!({
+            "event": "not-needed", "name": name, "drv": drv, "out": null,
+            "reason": "only a build input of outputs already in the store",
+        }),
     }
 }
 
@@ -192,6 +196,7 @@ pub fn print_summary(
     substituted: usize,
     failed: usize,
     skipped: usize,
+    not_needed: usize,
 ) {
     for (node, result) in report.results.iter().enumerate() {
         if let NodeResult::Failed { error, log } = result {
@@ -212,6 +217,9 @@ pub fn print_summary(
     }
     if skipped > 0 {
         summary.push_str(&format!(", {skipped} not built because of a failure"));
+    }
+    if not_needed > 0 {
+        summary.push_str(&format!(", {not_needed} not needed (build inputs of outputs already here)"));
     }
     eprintln!("{summary}");
 }

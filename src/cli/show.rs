@@ -29,11 +29,11 @@ pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
     let planned = load_and_plan(&args.files, &args.packages, &args.overlays)?;
     let store = global.open_store()?;
     let (graph, plan) = (&planned.graph, &planned.plan);
-    let status = executor::assess(&store, graph, plan)?;
     let substitutable: std::collections::HashMap<usize, crate::hash::Digest> = match args.substitute.resolve(global)? {
         Some(sub) => super::substitute::offers(&store, &planned, &sub)?.into_iter().map(|(id, o)| (id, o.doc.out)).collect(),
         None => Default::default(),
     };
+    let status = executor::assess(&store, graph, plan, &substitutable.keys().copied().collect())?;
     if !args.json {
         println!("{:<28} {:<14} {:<14} {:<14} STATUS", "NAME", "VERSION", "DRV", "OUT");
     }
@@ -45,6 +45,7 @@ pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
                 Some(out) => ("substitutable", Some(*out)),
                 None => ("to build", None),
             },
+            Status::NotNeeded => ("not needed", None),
         };
         if args.json {
             emit_json(json!({

@@ -93,6 +93,18 @@ pub fn offers(store: &Store, planned: &Planned, sub: &Substitution) -> Result<Ve
     Ok(missing.into_iter().filter_map(|(id, drv)| found.get(&drv).map(|o| (id, o.clone()))).collect())
 }
 
+/// The offers worth fetching: those of nodes the run needs, given that every offered output
+/// can be had (so the build-only inputs of offered outputs are not fetched). One query.
+pub fn needed_offers(store: &Store, planned: &Planned, sub: &Substitution) -> Result<Vec<(NodeId, Offer)>, Failure> {
+    let offers = offers(store, planned, sub)?;
+    let mut available = crate::executor::realised_by_drv(store, &planned.plan)?;
+    for (id, _) in &offers {
+        available[*id] = true;
+    }
+    let needed = planned.graph.needed(&available);
+    Ok(offers.into_iter().filter(|(id, _)| needed[*id]).collect())
+}
+
 /// Fetch every offer, `jobs` at a time. A failed download is a warning: the node is built
 /// locally instead. Returns the nodes substituted.
 pub fn fetch_all(store: &Store, sub: &Substitution, offers: &[(NodeId, Offer)], jobs: usize, quiet: bool) -> HashSet<NodeId> {
