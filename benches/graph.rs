@@ -70,7 +70,7 @@ fn plan_figures(dir: &Path, nodes: usize, runs: usize) -> Result<(), Box<dyn std
         total.push(l + r + p);
     }
     let closure_sizes = {
-        let graph = Graph::resolve(forge::recipe::load(&[g.set.clone()])?)?;
+        let graph = Graph::resolve(forge::recipe::load(std::slice::from_ref(&g.set))?)?;
         let sizes: Vec<f64> = (0..graph.nodes.len()).map(|id| graph.input_closure(id).len() as f64).collect();
         (measure::median(&sizes), measure::min_max(&sizes).1)
     };

@@ -73,23 +73,15 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
 
     record_roots(&store, graph, &report, &args.packages)?;
 
-    let built = report.count(|r| matches!(r, NodeResult::Done { how: executor::Realised::Built, .. }));
-    let substituted = report.count(|r| matches!(r, NodeResult::Done { how: executor::Realised::Substituted, .. }));
-    let cached = report.count(|r| {
-        matches!(r, NodeResult::Done { how, .. } if *how != executor::Realised::Built && *how != executor::Realised::Substituted)
-    });
-    let failed = report.failed();
-    let skipped = report.count(|r| matches!(r, NodeResult::Skipped { .. }));
-    let not_needed = report.count(|r| matches!(r, NodeResult::NotNeeded));
+    let counts = progress::Counts::of(&report);
     if args.json {
-        emit_json(json!({
-            "event": "summary", "built": built, "cached": cached, "substituted": substituted,
-            "failed": failed, "skipped": skipped, "not_needed": not_needed,
-        }));
+        let mut summary = serde_json::to_value(counts).expect("counts serialize");
+        summary["event"] = "summary".into();
+        emit_json(summary);
     } else {
-        progress::print_summary(graph, &report, built, cached, substituted, failed, skipped, not_needed);
+        progress::print_summary(graph, &report, counts);
     }
-    let code = if failed > 0 || skipped > 0 { EXIT_FAILED } else { EXIT_OK };
+    let code = if counts.failed > 0 || counts.skipped > 0 { EXIT_FAILED } else { EXIT_OK };
     super::exit_without_freeing(planned);
     Ok(code)
 }

@@ -187,17 +187,35 @@ fn json_event(name: &str, drv: &str, result: &NodeResult) -> serde_json::Value {
     }
 }
 
+/// How the nodes of a run ended, by kind.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Counts {
+    pub built: usize,
+    /// Found in the store, by drv hash or by resolved key.
+    pub cached: usize,
+    pub substituted: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub not_needed: usize,
+}
+
+impl Counts {
+    pub fn of(report: &Report) -> Counts {
+        let done = |how: Realised| report.count(|r| matches!(r, NodeResult::Done { how: h, .. } if *h == how));
+        Counts {
+            built: done(Realised::Built),
+            cached: done(Realised::Cached) + done(Realised::Cutoff),
+            substituted: done(Realised::Substituted),
+            failed: report.failed(),
+            skipped: report.count(|r| matches!(r, NodeResult::Skipped { .. })),
+            not_needed: report.count(|r| matches!(r, NodeResult::NotNeeded)),
+        }
+    }
+}
+
 /// The human summary after a build: counts, then each failure with the tail of its log.
-pub fn print_summary(
-    graph: &Graph,
-    report: &Report,
-    built: usize,
-    cached: usize,
-    substituted: usize,
-    failed: usize,
-    skipped: usize,
-    not_needed: usize,
-) {
+pub fn print_summary(graph: &Graph, report: &Report, counts: Counts) {
+    let Counts { built, cached, substituted, failed, skipped, not_needed } = counts;
     for (node, result) in report.results.iter().enumerate() {
         if let NodeResult::Failed { error, log } = result {
             let name = &graph.nodes[node].recipe.name;

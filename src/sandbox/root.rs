@@ -242,11 +242,11 @@ fn provider(layers: &[Layer], rel: &Path, existing: Option<&fs::Metadata>) -> Op
         .find(|layer| {
             let prefix = stage::relative(&layer.at);
             if prefix.starts_with(rel) && rel != prefix {
-                return wanted.map_or(true, |t| t.is_dir());
+                return wanted.is_none_or(|t| t.is_dir());
             }
             let Ok(inside) = rel.strip_prefix(prefix) else { return false };
             match fs::symlink_metadata(layer.path.join(inside)) {
-                Ok(meta) => wanted.map_or(true, |t| t == meta.file_type()),
+                Ok(meta) => wanted.is_none_or(|t| t == meta.file_type()),
                 Err(_) => false,
             }
         })

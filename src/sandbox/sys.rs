@@ -131,6 +131,20 @@ pub(crate) fn bring_up_loopback() -> Result<(), Errno> {
     Ok(())
 }
 
+/// setsid gave the build a new scheduler autogroup, whose nice value starts at 0
+/// whatever the process's own: CPU time is shared between autogroups first, so
+/// without this `nice forge build` would not lower the build's share of the
+/// machine. Copies the process's nice value (inherited from forge) to its
+/// autogroup. Best effort: kernels without autogroups have no such file.
+pub(crate) fn carry_nice_into_autogroup() {
+    // SAFETY: getpriority reads the calling process's nice value; no memory is involved.
+    // -1 is also its error value, but only a positive value is acted on.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if nice > 0 {
+        let _ = std::fs::write("/proc/self/autogroup", nice.to_string());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,19 +164,5 @@ mod tests {
         drop(write_end);
         assert_eq!(wait_readable(&read_end, None), Ok(true));
         assert!(peer_closed(&read_end));
-    }
-}
-
-/// setsid gave the build a new scheduler autogroup, whose nice value starts at 0
-/// whatever the process's own: CPU time is shared between autogroups first, so
-/// without this `nice forge build` would not lower the build's share of the
-/// machine. Copies the process's nice value (inherited from forge) to its
-/// autogroup. Best effort: kernels without autogroups have no such file.
-pub(crate) fn carry_nice_into_autogroup() {
-    // SAFETY: getpriority reads the calling process's nice value; no memory is involved.
-    // -1 is also its error value, but only a positive value is acted on.
-    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-    if nice > 0 {
-        let _ = std::fs::write("/proc/self/autogroup", nice.to_string());
     }
 }
