@@ -34,6 +34,19 @@ pub struct Options {
     pub build_jobs: usize,
     /// Nodes fetched from a binary cache just before this run: reported as substituted.
     pub substituted: std::collections::HashSet<NodeId>,
+    /// Nodes `--check` rebuilds after this run: their inputs are needed even when their own
+    /// outputs are in the store.
+    pub to_check: std::collections::HashSet<NodeId>,
+}
+
+/// What a `--check` round changes that must not matter (docs/reproducibility.md); the
+/// default, nothing, is an ordinary build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Variation {
+    /// The working directory's path instead of `/build` (which then links to it).
+    pub build_dir: Option<String>,
+    /// `$FORGE_JOBS` instead of [`Options::build_jobs`].
+    pub jobs: Option<usize>,
 }
 
 /// How a node was realised.
@@ -217,7 +230,10 @@ pub fn build(
         .map_err(|e| ExecError::Pool(e.to_string()))?;
 
     let n = graph.nodes.len();
-    let available = realised_by_drv(store, plan)?;
+    let mut available = realised_by_drv(store, plan)?;
+    for &id in &opts.to_check {
+        available[id] = false;
+    }
     let needed = graph.needed(&available);
     let mut results: Vec<Option<NodeResult>> = vec![None; n];
     for id in (0..n).filter(|&id| !needed[id]) {
@@ -438,26 +454,43 @@ fn realise(
     }
 
     observer.event(Event::Started { node: id, name: &recipe.name, drv: &drv_hash });
-    // `drv.inputs[k]` is the input of node `closures[id][k]`, with its placement.
-    let layers: Vec<Layer> = plan.closures[id]
+    let layers = input_layers(store, graph, plan, id, input_outs);
+    match build_one(store, recipe, drv, &drv_hash, &resolved, layers, opts, observer, id) {
+        Ok(out) => {
+            // Which input outputs this output was built against (the divergence ledger's
+            // "who depends on which output of a non-deterministic package").
+            let inputs: Vec<(String, Digest, Digest)> = plan.closures[id]
+                .iter()
+                .zip(input_outs)
+                .map(|(&i, out)| (graph.nodes[i].recipe.name.clone(), plan.drv_hashes[i], *out))
+                .collect();
+            match store.record_built_against(&drv_hash, &out, &inputs) {
+                Ok(()) => done(out, Realised::Built),
+                Err(e) => failed(e.to_string()),
+            }
+        }
+        Err(BuildFailure { error, log }) => NodeResult::Failed { error, log },
+    }
+}
+
+/// The sandbox layers of node `id`: `drv.inputs[k]` is the input of node `closures[id][k]`,
+/// with its placement, and its output is `input_outs[k]`.
+pub(crate) fn input_layers(store: &Store, graph: &Graph, plan: &Plan, id: NodeId, input_outs: &[Digest]) -> Vec<Layer> {
+    plan.closures[id]
         .iter()
-        .zip(&drv.inputs)
+        .zip(&plan.drvs[id].inputs)
         .zip(input_outs)
         .map(|((&i, input), out)| Layer {
             name: graph.nodes[i].recipe.name.clone(),
             path: store.object_path(out),
             at: input.at.clone(),
         })
-        .collect();
-    match build_one(store, recipe, drv, &drv_hash, &resolved, layers, opts, observer, id) {
-        Ok(out) => done(out, Realised::Built),
-        Err(BuildFailure { error, log }) => NodeResult::Failed { error, log },
-    }
+        .collect()
 }
 
-struct BuildFailure {
-    error: String,
-    log: Option<PathBuf>,
+pub(crate) struct BuildFailure {
+    pub error: String,
+    pub log: Option<PathBuf>,
 }
 
 impl<E: std::fmt::Display> From<E> for BuildFailure {
@@ -484,7 +517,7 @@ fn build_one(
     let record = store.begin_build(drv_hash, &recipe.name)?;
     let log = record.log_path.clone();
     let started = Instant::now();
-    let result = run_in_scratch(store, recipe, drv, layers, opts, observer, id, &log).and_then(|out_dir| {
+    let result = run_in_scratch(store, recipe, drv, layers, opts, &Variation::default(), observer, id, &log).and_then(|out_dir| {
         let registration = Registration {
             drv_hash: *drv_hash,
             resolved_key: *resolved,
@@ -504,12 +537,13 @@ fn build_one(
 
 /// Stage sources and run the builder in a scratch dir; returns (scratch, output dir).
 #[allow(clippy::too_many_arguments)]
-fn run_in_scratch(
+pub(crate) fn run_in_scratch(
     store: &Store,
     recipe: &Recipe,
     drv: &Derivation,
     layers: Vec<Layer>,
     opts: &Options,
+    variation: &Variation,
     observer: &dyn Observer,
     id: NodeId,
     log: &Path,
@@ -528,7 +562,7 @@ fn run_in_scratch(
         }
         Builder::Script { shell, script } => {
             let mut env: BTreeMap<String, String> = drv.env.clone();
-            env.insert("FORGE_JOBS".into(), opts.build_jobs.max(1).to_string());
+            env.insert("FORGE_JOBS".into(), variation.jobs.unwrap_or(opts.build_jobs).max(1).to_string());
             let mut argv = shell.clone();
             argv.push(script.clone());
             let sandbox_dir = scratch.path().join("sandbox");
@@ -542,6 +576,7 @@ fn run_in_scratch(
                 argv,
                 timeout: recipe.requirements.timeout.map(Duration::from_secs),
                 log: log.to_path_buf(),
+                build_dir: variation.build_dir.clone(),
             };
             let outcome = sandbox::run(&spec)?;
             match outcome.exit {

@@ -36,5 +36,7 @@ pub mod import;
 pub mod store;
 pub mod sandbox;
 pub mod executor;
+pub mod check;
+pub mod diff;
 pub mod cache;
 pub mod cli;

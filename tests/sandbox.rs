@@ -58,6 +58,7 @@ impl Fixture {
             argv: vec!["/bin/sh".into(), "-e".into(), "-c".into(), script.into()],
             timeout: Some(Duration::from_secs(60)),
             log: self.tmp.path().join(format!("log-{n}")),
+            build_dir: None,
         }
     }
 
@@ -487,6 +488,18 @@ fn build_dir_is_the_scratch_build_dir_and_writable_files_are_ours() {
     // Root inside maps to the caller outside.
     use std::os::unix::fs::MetadataExt;
     assert_eq!(meta.uid(), nix::unistd::getuid().as_raw());
+}
+
+#[test]
+fn a_varied_build_dir_is_the_cwd_and_build_points_to_it() {
+    let fx = Fixture::new();
+    let mut spec = fx.spec("pwd -P; readlink /build; cd /build && pwd -P; echo x > /build/through-link; ls /build-check-2");
+    spec.build_dir = Some("/build-check-2".into());
+    let outcome = sandbox::run(&spec).unwrap();
+    let log = fs::read_to_string(&spec.log).unwrap();
+    assert_eq!(outcome.exit, Exit::Success, "{log}");
+    assert_eq!(log.lines().collect::<Vec<_>>(), ["/build-check-2", "/build-check-2", "/build-check-2", "through-link"]);
+    assert!(spec.scratch.join("build/through-link").is_file());
 }
 
 /// Prints the median wall time of a trivial build; `cargo test --test sandbox -- --ignored --nocapture`.

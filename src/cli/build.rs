@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::progress::{self, Mode};
 use super::{emit_json, load_and_plan, CliResult, Failure, GlobalArgs, EXIT_FAILED, EXIT_OK};
-use crate::executor::{self, NodeResult, Options, Status};
+use crate::check::{self, CheckEvent, CheckPlan, NodeCheck, Verdict};
+use crate::executor::{self, NodeResult, Options, Report, Status};
+use crate::graph::NodeId;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -37,9 +39,28 @@ pub struct BuildArgs {
     json: bool,
     #[command(flatten)]
     substitute: super::substitute::SubstituteArgs,
+    /// Rebuild the packages asked for (a set's packages, or the --package names) once they
+    /// are realised, ignoring every cache, and compare the out hashes with the recorded ones;
+    /// exit 1 if any differs (the differing output is kept: forge diff NAME --check)
+    #[arg(long)]
+    check: bool,
+    /// With --check: rebuilds per package
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "check", value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// With --check: what rounds vary that must not matter: all, none, or a list of
+    /// build-path (the working directory is /build-check-N) and jobs ($FORGE_JOBS 1, then twice the usual)
+    #[arg(long, value_name = "LIST", default_value = "all", requires = "check")]
+    vary: String,
 }
 
 pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
+    let check_plan = match args.check {
+        true => {
+            let vary = check::parse_vary(&args.vary).map_err(|e| Failure::usage(format!("--vary: {e}")))?;
+            Some(CheckPlan { rounds: args.rounds as usize, vary })
+        }
+        false => None,
+    };
     let planned = load_and_plan(&args.files, &args.packages, &args.overlays)?;
     let store = global.open_store()?;
     let (graph, plan) = (&planned.graph, &planned.plan);
@@ -65,6 +86,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         helper_exe,
         build_jobs: args.build_jobs.unwrap_or(cpus).max(1),
         substituted,
+        to_check: if args.check { graph.wanted().into_iter().collect() } else { Default::default() },
     };
     let mode = if args.json { Mode::Json } else { progress::detect_mode() };
     let observer = progress::Reporter::new(mode, graph.nodes.len());
@@ -81,9 +103,83 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     } else {
         progress::print_summary(graph, &report, counts);
     }
-    let code = if counts.failed > 0 || counts.skipped > 0 { EXIT_FAILED } else { EXIT_OK };
+    let mut code = if counts.failed > 0 || counts.skipped > 0 { EXIT_FAILED } else { EXIT_OK };
+    if let Some(plan) = &check_plan {
+        if !run_checks(&store, &planned, &opts, &report, plan, &observer, args.json)? {
+            code = EXIT_FAILED;
+        }
+    }
     super::exit_without_freeing(planned);
     Ok(code)
+}
+
+/// `--check`: rebuild every wanted node that is realised, report each round and a verdict.
+/// Returns whether every checked node was reproducible.
+fn run_checks(
+    store: &crate::store::Store,
+    planned: &super::Planned,
+    opts: &Options,
+    report: &Report,
+    plan: &CheckPlan,
+    observer: &progress::Reporter,
+    json: bool,
+) -> Result<bool, Failure> {
+    let (graph, drv_plan) = (&planned.graph, &planned.plan);
+    // A node is checked once it and its whole input closure have out hashes.
+    let nodes: Vec<(NodeId, crate::hash::Digest, Vec<crate::hash::Digest>)> = graph
+        .wanted()
+        .into_iter()
+        .filter_map(|id| {
+            let inputs: Option<Vec<_>> = drv_plan.closures[id].iter().map(|&i| report.out(i)).collect();
+            Some((id, report.out(id)?, inputs?))
+        })
+        .collect();
+    if !json {
+        let rounds = if plan.rounds == 1 { "1 round".to_string() } else { format!("{} rounds", plan.rounds) };
+        eprintln!("checking {} packages, {rounds} each, ignoring every cache", nodes.len());
+    }
+    let print = |event: CheckEvent| match event {
+        CheckEvent::RoundStarted { name, round, rounds, variation } if !json => {
+            eprintln!("checking {name}, round {round}/{rounds} ({variation})")
+        }
+        CheckEvent::RoundStarted { .. } => {}
+        CheckEvent::RoundDone { check, round } => print_round(check, round, json),
+    };
+    let checks = check::check_all(store, graph, drv_plan, opts, &nodes, plan, observer, &print)?;
+    let count = |v: Verdict| checks.iter().filter(|c| c.verdict() == v).count();
+    let (good, bad, failed) = (count(Verdict::Reproducible), count(Verdict::NotReproducible), count(Verdict::Failed));
+    if json {
+        for c in &checks {
+            let differing: Vec<String> = c.differing().map(|d| d.to_hex()).collect();
+            emit_json(json!({"event": "check", "name": c.name, "drv": c.drv.to_hex(), "recorded": c.recorded.to_hex(),
+                "verdict": c.verdict(), "rounds": c.rounds.len(), "differing": differing}));
+        }
+        emit_json(json!({"event": "check-summary", "checked": checks.len(), "reproducible": good,
+            "not_reproducible": bad, "failed": failed}));
+    } else {
+        for c in checks.iter().filter(|c| c.verdict() == Verdict::NotReproducible) {
+            eprintln!("NOT REPRODUCIBLE: {} (recorded {}); see what differs: forge diff {} --check", c.name, c.recorded.short(), c.name);
+        }
+        eprintln!("checked {}: {good} reproducible, {bad} not reproducible, {failed} could not be rebuilt", checks.len());
+    }
+    Ok(bad == 0 && failed == 0)
+}
+
+fn print_round(check: &NodeCheck, round: &check::Round, json: bool) {
+    if json {
+        emit_json(json!({"event": "check-round", "name": check.name, "drv": check.drv.to_hex(), "round": round.round,
+            "variation": round.variation, "recorded": check.recorded.to_hex(),
+            "out": round.out.as_ref().ok().map(|o| o.to_hex()), "error": round.out.as_ref().err(),
+            "same": round.out.as_ref().ok() == Some(&check.recorded),
+            "log": round.log.as_ref().map(|l| l.display().to_string())}));
+        return;
+    }
+    let name = &check.name;
+    match &round.out {
+        Ok(out) if *out == check.recorded => eprintln!("{name}: round {}: same out hash {}", round.round, out.short()),
+        Ok(out) => eprintln!("{name}: round {}: DIFFERENT out hash {} (recorded {}), kept", round.round, out.short(), check.recorded.short()),
+        Err(e) => eprintln!("{name}: round {}: the rebuild failed: {e}", round.round),
+    }
 }
 
 /// Each fully built target becomes a gc root holding the outputs of its whole closure

@@ -5,6 +5,7 @@
 //! 2 bad usage or bad recipes.
 
 mod build;
+mod diff;
 mod fetch;
 mod gc;
 mod key;
@@ -86,6 +87,8 @@ enum Command {
     Push(push::PushArgs),
     /// Serve the store as a binary cache over HTTP
     Serve(serve::ServeArgs),
+    /// Compare two outputs file by file (or a package with its last --check result)
+    Diff(diff::DiffArgs),
 }
 
 /// Entry point of the `forge` binary; returns the process exit status.
@@ -97,7 +100,7 @@ pub fn run() -> i32 {
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
-    if matches!(cli.command, Command::Show(_) | Command::Log(_)) {
+    if matches!(cli.command, Command::Show(_) | Command::Log(_) | Command::Diff(_)) {
         // `forge show | head` should end quietly like any filter. Only for these pure output
         // commands: builds and the server talk to pipes and sockets that may close early.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -114,6 +117,7 @@ pub fn run() -> i32 {
         Command::Key(command) => key::run(command),
         Command::Push(args) => push::run(&cli.global, args),
         Command::Serve(args) => serve::run(&cli.global, args),
+        Command::Diff(args) => diff::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -39,7 +39,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use super::child::{io_failure, map_root_to, REFUSALS};
 use super::protocol::{FailureKind, HelperReport, HelperSpec, SetupFailure};
-use super::{sys, SANDBOX_BUILD, SANDBOX_OUT, SANDBOX_SOURCES};
+use super::{sys, SANDBOX_OUT, SANDBOX_SOURCES};
 
 /// Host device nodes bound into the sandbox's `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -88,7 +88,7 @@ fn mount_filesystems(spec: &HelperSpec) -> Result<(), SetupFailure> {
     mount_step(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     // pivot_root needs the new root to be a mount point.
     bind(root, root)?;
-    bind(&spec.build, &inside(root, SANDBOX_BUILD))?;
+    bind(&spec.build, &inside(root, &spec.build_dir))?;
     let sources = inside(root, SANDBOX_SOURCES);
     bind(&spec.sources, &sources)?;
     remount_read_only(&sources)?;
@@ -308,8 +308,8 @@ fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd) -> Se
     }
     sys::reset_signals();
     sys::close_fds_except(exec_pipe.as_raw_fd());
-    if let Err(e) = nix::unistd::chdir(SANDBOX_BUILD) {
-        return SetupFailure::from_errno(format!("changing directory to {SANDBOX_BUILD}"), e);
+    if let Err(e) = nix::unistd::chdir(spec.build_dir.as_str()) {
+        return SetupFailure::from_errno(format!("changing directory to {}", spec.build_dir), e);
     }
     if spec.probe {
         sys::exit_now(0);

@@ -93,6 +93,10 @@ pub struct SandboxSpec {
     pub timeout: Option<Duration>,
     /// Created or appended to; receives the build's stdout and stderr.
     pub log: PathBuf,
+    /// Mount the working directory here and start there instead of [`SANDBOX_BUILD`], which
+    /// becomes a symlink to it: a `forge build --check` variation. One component, e.g.
+    /// `/build-check-1`.
+    pub build_dir: Option<String>,
 }
 
 /// How the build process ended.
@@ -166,11 +170,12 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
     let started = Instant::now();
     validate(spec)?;
     let dirs = ScratchDirs::create(&spec.scratch)?;
-    root::assemble(&spec.layers, &dirs.root)?;
+    root::assemble(&spec.layers, &dirs.root, spec.build_dir.as_deref())?;
     let helper_spec = HelperSpec {
         parent_pid: std::process::id(),
         root: dirs.root.clone(),
         build: dirs.build.clone(),
+        build_dir: spec.build_dir.clone().unwrap_or_else(|| SANDBOX_BUILD.into()),
         out: dirs.out.clone(),
         sources: canonical(&spec.sources, "resolve the sources directory")?,
         argv: spec.argv.clone(),
@@ -198,11 +203,12 @@ pub fn probe(helper_exe: &Path) -> Result<(), SandboxError> {
     let dirs = ScratchDirs::create(&scratch.path)?;
     let sources = scratch.path.join("sources");
     fs::create_dir(&sources).map_err(SandboxError::io("create", &sources))?;
-    root::assemble(&[], &dirs.root)?;
+    root::assemble(&[], &dirs.root, None)?;
     let helper_spec = HelperSpec {
         parent_pid: std::process::id(),
         root: dirs.root.clone(),
         build: dirs.build.clone(),
+        build_dir: SANDBOX_BUILD.into(),
         out: dirs.out.clone(),
         sources,
         argv: Vec::new(),
@@ -227,6 +233,13 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
     }
     if let Some(arg) = spec.argv.iter().find(|a| a.contains('\0')) {
         return invalid(format!("argument {arg:?} contains a NUL byte"));
+    }
+    if let Some(dir) = &spec.build_dir {
+        let name = dir.strip_prefix('/').unwrap_or("");
+        let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain || root::MOUNT_POINTS.contains(&name) || name == root::HOMELESS {
+            return invalid(format!("build directory {dir:?} must be /NAME, NAME made of letters, digits, - and _, and not reserved"));
+        }
     }
     for (key, value) in &spec.env {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -401,6 +414,7 @@ mod tests {
             argv: vec!["/bin/sh".into()],
             timeout: None,
             log: dir.join("log"),
+            build_dir: None,
         }
     }
 
@@ -422,5 +436,10 @@ mod tests {
         let mut spec = spec_in(&dir);
         spec.sources = dir.join("forge-definitely-missing-sources");
         assert!(matches!(validate(&spec), Err(SandboxError::SourcesMissing { .. })));
+        for bad in ["/tmp", "/a/b", "build-1", "/../x", "/"] {
+            let mut spec = spec_in(&dir);
+            spec.build_dir = Some(bad.into());
+            assert!(matches!(validate(&spec), Err(SandboxError::InvalidSpec(m)) if m.contains("build directory")), "{bad}");
+        }
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct HelperSpec {
     /// The assembled hardlink farm that becomes `/`.
     pub root: PathBuf,
     pub build: PathBuf,
+    /// Where `build` is mounted inside, and the cwd ([`super::SANDBOX_BUILD`] unless varied).
+    pub build_dir: String,
     pub out: PathBuf,
     pub sources: PathBuf,
     pub argv: Vec<String>,

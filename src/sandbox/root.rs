@@ -27,12 +27,16 @@ pub(crate) const MOUNT_POINTS: &[&str] = &["build", "forge", "forge/sources", "f
 pub(crate) const HOMELESS: &str = "homeless";
 
 /// Builds the farm in `farm` (an existing empty directory) from `layers`,
-/// lowest first, then adds the mount points.
-pub(crate) fn assemble(layers: &[Layer], farm: &Path) -> Result<(), SandboxError> {
+/// lowest first, then adds the mount points. With `build_dir` (`/NAME`), the working
+/// directory's mount point is NAME and `build` a symlink to it.
+pub(crate) fn assemble(layers: &[Layer], farm: &Path, build_dir: Option<&str>) -> Result<(), SandboxError> {
     for index in 0..layers.len() {
         merge_layer(layers, index, farm)?;
     }
     add_mount_points(layers, farm)?;
+    if let Some(dir) = build_dir {
+        move_build_dir(layers, farm, dir)?;
+    }
     if let Ok(meta) = fs::symlink_metadata(farm.join(HOMELESS)) {
         let path = PathBuf::from(HOMELESS);
         let layer = provider(layers, &path, Some(&meta)).unwrap_or_default();
@@ -272,6 +276,20 @@ fn add_mount_points(layers: &[Layer], farm: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// `build` becomes a symlink to the fresh mount point `dir`; both must be free of layers.
+fn move_build_dir(layers: &[Layer], farm: &Path, dir: &str) -> Result<(), SandboxError> {
+    let reserved = |path: &str| {
+        let path = PathBuf::from(path);
+        let layer = provider(layers, &path, None).unwrap_or_default();
+        SandboxError::ReservedPath { path, layer, purpose: "the build directory of a --check round" }
+    };
+    let build = farm.join("build");
+    fs::remove_dir(&build).map_err(|_| reserved("build"))?;
+    std::os::unix::fs::symlink(dir, &build).map_err(SandboxError::io("create", &build))?;
+    let name = dir.trim_start_matches('/');
+    DirBuilder::new().mode(0o755).create(farm.join(name)).map_err(|_| reserved(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,7 +326,7 @@ mod tests {
         write(&b, "usr/lib/y", "y", 0o644);
         symlink("usr/bin", b.path.join("bin")).unwrap();
         let farm = farm(tmp.path());
-        assemble(&[a.clone(), b], &farm).unwrap();
+        assemble(&[a.clone(), b], &farm, None).unwrap();
         assert_eq!(fs::read_to_string(farm.join("usr/bin/x")).unwrap(), "x");
         assert_eq!(fs::read_to_string(farm.join("usr/lib/y")).unwrap(), "y");
         assert_eq!(fs::read_link(farm.join("bin")).unwrap(), PathBuf::from("usr/bin"));
@@ -329,7 +347,7 @@ mod tests {
         write(&b, "etc/f", "same", 0o644);
         symlink("f", a.path.join("etc/g")).unwrap();
         symlink("f", b.path.join("etc/g")).unwrap();
-        assemble(&[a, b], &farm(tmp.path())).unwrap();
+        assemble(&[a, b], &farm(tmp.path()), None).unwrap();
     }
 
     #[test]
@@ -339,7 +357,7 @@ mod tests {
         write(&a, "other", "1", 0o644);
         write(&b, "etc/f", "one", 0o644);
         write(&c, "etc/f", "two", 0o644);
-        let err = assemble(&[a, b, c], &farm(tmp.path())).unwrap_err();
+        let err = assemble(&[a, b, c], &farm(tmp.path()), None).unwrap_err();
         match err {
             SandboxError::LayerConflict { path, first, second, detail } => {
                 assert_eq!(path, PathBuf::from("etc/f"));
@@ -364,7 +382,7 @@ mod tests {
             make_a(&a);
             make_b(&b);
             let farm = farm(tmp.path());
-            match assemble(&[a, b], &farm) {
+            match assemble(&[a, b], &farm, None) {
                 Err(SandboxError::LayerConflict { detail, first, second, .. }) => {
                     assert!(detail.contains(expected), "{detail} should mention {expected}");
                     assert_eq!((first.as_str(), second.as_str()), ("a", "b"));
@@ -381,7 +399,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let a = layer(tmp.path(), "a");
         write(&a, "proc", "not a dir", 0o644);
-        match assemble(&[a], &farm(tmp.path())) {
+        match assemble(&[a], &farm(tmp.path()), None) {
             Err(SandboxError::ReservedPath { path, layer, .. }) => {
                 assert_eq!((path, layer.as_str()), (PathBuf::from("proc"), "a"));
             }
@@ -390,7 +408,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let b = layer(tmp.path(), "b");
         fs::create_dir(b.path.join("homeless")).unwrap();
-        assert!(matches!(assemble(&[b], &farm(tmp.path())), Err(SandboxError::ReservedPath { .. })));
+        assert!(matches!(assemble(&[b], &farm(tmp.path()), None), Err(SandboxError::ReservedPath { .. })));
     }
 
     #[test]
@@ -398,7 +416,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let a = layer(tmp.path(), "a");
         write(&a, "tmp/.keep", "", 0o644);
-        assemble(&[a], &farm(tmp.path())).unwrap();
+        assemble(&[a], &farm(tmp.path()), None).unwrap();
     }
 
     #[test]
@@ -408,13 +426,13 @@ mod tests {
         write(&root_glibc, "usr/lib/libc.so", "libc", 0o644);
         let lfs_glibc = Layer { path: root_glibc.path.clone(), ..lfs_glibc };
         let root = farm(tmp.path());
-        assemble(&[root_glibc, lfs_glibc], &root).unwrap();
+        assemble(&[root_glibc, lfs_glibc], &root, None).unwrap();
         assert_eq!(fs::read_to_string(root.join("usr/lib/libc.so")).unwrap(), "libc");
         assert_eq!(fs::read_to_string(root.join("lfs/sysroot/usr/lib/libc.so")).unwrap(), "libc");
         // An empty object still gets its directory.
         let tmp = tempfile::tempdir().unwrap();
         let root = farm(tmp.path());
-        assemble(&[placed(tmp.path(), "empty", "/opt/x")], &root).unwrap();
+        assemble(&[placed(tmp.path(), "empty", "/opt/x")], &root, None).unwrap();
         assert!(root.join("opt/x").is_dir());
     }
 
@@ -424,7 +442,7 @@ mod tests {
         let (a, b) = (layer(tmp.path(), "host"), placed(tmp.path(), "glibc", "/lfs"));
         write(&a, "lfs/usr/lib/libc.so", "host", 0o644);
         write(&b, "usr/lib/libc.so", "target", 0o644);
-        match assemble(&[a, b], &farm(tmp.path())) {
+        match assemble(&[a, b], &farm(tmp.path()), None) {
             Err(err @ SandboxError::LayerConflict { .. }) => assert_eq!(
                 err.to_string(),
                 "layer conflict at /lfs/usr/lib/libc.so: \"host\" and \"glibc (at /lfs)\" both provide it (regular files with different contents)"
@@ -440,7 +458,7 @@ mod tests {
         let (a, b) = (layer(tmp.path(), "a"), placed(tmp.path(), "b", "/lfs/usr"));
         write(&a, "lfs", "a file", 0o644);
         write(&b, "x", "x", 0o644);
-        match assemble(&[a, b], &farm(tmp.path())) {
+        match assemble(&[a, b], &farm(tmp.path()), None) {
             Err(SandboxError::LayerConflict { path, first, second, detail }) => {
                 assert_eq!(path, PathBuf::from("lfs"));
                 assert_eq!((first.as_str(), second.as_str()), ("a", "b (at /lfs/usr)"));
@@ -455,7 +473,7 @@ mod tests {
         let (a, b) = (layer(tmp.path(), "a"), placed(tmp.path(), "b", "/lfs"));
         symlink(&outside, a.path.join("lfs")).unwrap();
         write(&b, "x", "x", 0o644);
-        assert!(matches!(assemble(&[a, b], &farm(tmp.path())), Err(SandboxError::LayerConflict { .. })));
+        assert!(matches!(assemble(&[a, b], &farm(tmp.path()), None), Err(SandboxError::LayerConflict { .. })));
         assert!(!outside.join("x").exists());
         // The other way round: the placed layer came first, a later layer's file collides
         // with the directory, and the placed layer is named as its provider.
@@ -463,7 +481,7 @@ mod tests {
         let (b, a) = (placed(tmp.path(), "b", "/lfs"), layer(tmp.path(), "a"));
         write(&b, "x", "x", 0o644);
         write(&a, "lfs", "a file", 0o644);
-        match assemble(&[b, a], &farm(tmp.path())) {
+        match assemble(&[b, a], &farm(tmp.path()), None) {
             Err(SandboxError::LayerConflict { path, first, second, .. }) => {
                 assert_eq!(path, PathBuf::from("lfs"));
                 assert_eq!((first.as_str(), second.as_str()), ("b (at /lfs)", "a"));

@@ -27,6 +27,32 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         checked_at INTEGER NOT NULL,
         PRIMARY KEY (cache, drv_hash)
     ) STRICT;",
+    // 3: reproducibility evidence (docs/reproducibility.md). Every out hash anyone produced or
+    // signed for a derivation, by whom, first and last seen: this store's builds, `--check`
+    // rounds, caches' signed realisations seen by `forge audit` and substitution. Never
+    // deleted; a derivation with two out hashes here is non-deterministic (the divergence
+    // ledger). `built_against`: the input outputs each local build used.
+    "CREATE TABLE attestations (
+        drv_hash   TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        out_hash   TEXT NOT NULL,
+        source     TEXT NOT NULL CHECK (source IN ('build', 'check', 'cache')),
+        witness    TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        PRIMARY KEY (drv_hash, out_hash, source, witness, detail)
+    ) STRICT;
+    CREATE INDEX attestations_by_name ON attestations (name, last_seen);
+    CREATE TABLE built_against (
+        drv_hash   TEXT NOT NULL,
+        out_hash   TEXT NOT NULL,
+        input_name TEXT NOT NULL,
+        input_drv  TEXT NOT NULL,
+        input_out  TEXT NOT NULL,
+        PRIMARY KEY (drv_hash, out_hash, input_drv, input_out)
+    ) STRICT;
+    CREATE INDEX built_against_by_input ON built_against (input_drv, input_out);",
 ];
 
 /// Concurrent forge processes wait this long for each other's write transactions.

@@ -13,6 +13,7 @@
 //! (a crash between rename and commit, or an interrupted gc) and is re-verified before reuse.
 //! Registered objects are read-only. Realisation rows are history and are never deleted.
 
+mod audit;
 mod db;
 mod error;
 mod gc;
@@ -29,6 +30,7 @@ use rusqlite::OptionalExtension;
 
 use crate::hash::{Checksum, Digest};
 
+pub use audit::{Attestation, Dependent, Divergence, Evidence, Source};
 pub use error::StoreError;
 pub use gc::{GcReport, RemovedObject};
 pub use layout::{default_store_dir, ScratchDir, STORE_FORMAT};
@@ -142,6 +144,18 @@ impl Store {
     pub fn has_object(&self, out: &Digest) -> Result<bool, StoreError> {
         let registered = self.db.read("look up object", |c| db::object_present(c, out))?;
         Ok(registered && self.object_dir_exists(out))
+    }
+
+    /// Present objects whose out hash starts with `prefix` (lowercase hex), at most `limit`.
+    pub fn objects_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Digest>, StoreError> {
+        let hexes: Vec<String> = self.db.read("look up objects by prefix", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT out_hash FROM objects WHERE present = 1 AND substr(out_hash, 1, length(?1)) = ?1 ORDER BY out_hash LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![prefix, limit as i64], |r| r.get(0))?;
+            rows.collect()
+        })?;
+        hexes.iter().map(|h| self.db.digest(h, "out_hash")).collect()
     }
 
     fn object_dir_exists(&self, out: &Digest) -> bool {

@@ -19,7 +19,7 @@ use crate::tree::{self, RootMode, TreeSummary};
 
 use super::layout::{remove_tree, ScratchDir};
 use super::lock::{FileLock, Mode};
-use super::{db, now_secs, Realisation, Registration, Store, StoreError};
+use super::{db, now_secs, Evidence, Origin, Realisation, Registration, Source, Store, StoreError};
 
 /// How an object directory came to be in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,17 +37,23 @@ impl Store {
     /// hash. `out_dir` should be inside a [`Store::scratch_dir`] (on another file system it is
     /// copied); it is consumed in every case. Never returns before the object is on disk.
     pub fn register_output(&self, out_dir: &Path, reg: &Registration) -> Result<Digest, StoreError> {
-        self.register(out_dir, reg, None)
+        self.register(out_dir, Some(reg), None)
+    }
+
+    /// Register `out_dir` as an object that no derivation is known to give: a `--check`
+    /// round's differing output, kept for inspection. Otherwise like [`Store::register_output`].
+    pub fn register_unclaimed(&self, out_dir: &Path) -> Result<Digest, StoreError> {
+        self.register(out_dir, None, None)
     }
 
     /// Like [`Store::register_output`], but the tree must hash to `expected` (a download
     /// checked against its signed out hash). On a mismatch nothing is registered, `out_dir`
     /// is deleted, and the error names both hashes.
     pub fn register_expected(&self, out_dir: &Path, reg: &Registration, expected: &Digest) -> Result<Digest, StoreError> {
-        self.register(out_dir, reg, Some(expected))
+        self.register(out_dir, Some(reg), Some(expected))
     }
 
-    fn register(&self, out_dir: &Path, reg: &Registration, expected: Option<&Digest>) -> Result<Digest, StoreError> {
+    fn register(&self, out_dir: &Path, reg: Option<&Registration>, expected: Option<&Digest>) -> Result<Digest, StoreError> {
         let meta = fs::symlink_metadata(out_dir).map_err(StoreError::io("stat", out_dir))?;
         if !meta.is_dir() {
             return Err(StoreError::NotADirectory { path: out_dir.to_path_buf() });
@@ -59,14 +65,15 @@ impl Store {
         let out = summary.digest;
         if let Some(expected) = expected.filter(|e| **e != out) {
             remove_tree(out_dir)?;
-            return Err(StoreError::OutMismatch { name: reg.name.clone(), expected: *expected, actual: out });
+            let name = reg.map(|r| r.name.clone()).unwrap_or_default();
+            return Err(StoreError::OutMismatch { name, expected: *expected, actual: out });
         }
 
         // One registration of a given out hash at a time, across threads and processes.
         let _out_lock = FileLock::acquire(&self.lock_path(&format!("out-{}.lock", out.to_hex())), Mode::Exclusive)?;
         let placement = self.place_object(out_dir, &summary)?;
 
-        let realisation = Realisation {
+        let realisation = reg.map(|reg| Realisation {
             drv_hash: reg.drv_hash,
             resolved_key: reg.resolved_key,
             out_hash: out,
@@ -74,11 +81,24 @@ impl Store {
             origin: reg.origin,
             created_at: now_secs(),
             duration_ms: reg.duration_ms,
-        };
+        });
         self.db.write("register output", |tx| {
-            db::upsert_object(tx, &out, summary.files, summary.bytes, realisation.created_at)?;
-            db::insert_realisation(tx, &realisation, &self.host)
+            db::upsert_object(tx, &out, summary.files, summary.bytes, now_secs())?;
+            match &realisation {
+                Some(r) => db::insert_realisation(tx, r, &self.host),
+                None => Ok(()),
+            }
         })?;
+        if let Some(r) = realisation.as_ref().filter(|r| matches!(r.origin, Origin::Built | Origin::Imported)) {
+            self.attest(&[Evidence {
+                drv_hash: r.drv_hash,
+                name: r.name.clone(),
+                out_hash: out,
+                source: Source::Build,
+                witness: self.host.clone(),
+                detail: String::new(),
+            }])?;
+        }
         if placement == Placement::Reused {
             remove_tree(out_dir)?;
         }
