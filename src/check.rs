@@ -207,7 +207,7 @@ fn check_node(
                 let out = tree::hash_path(&out_dir)?.digest;
                 if out != recorded {
                     // Keep the evidence: the differing tree becomes an object `forge diff` can read.
-                    store.register_unclaimed(&out_dir)?;
+                    store.register_unclaimed(&out_dir, None)?;
                 }
                 Ok(out)
             });

@@ -38,5 +38,6 @@ pub mod sandbox;
 pub mod executor;
 pub mod check;
 pub mod diff;
+pub mod audit;
 pub mod cache;
 pub mod cli;

@@ -6,6 +6,7 @@
 //! trusted-public-keys = ["ci-1:2r9k...="]
 //! secret-key-file = "/home/me/.config/forge/keys/laptop.secret"
 //! negative-ttl = 300
+//! require-agreement = 2
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ pub struct Config {
     pub trusted_public_keys: Vec<String>,
     pub secret_key_file: Option<PathBuf>,
     pub negative_ttl: Option<u64>,
+    /// Substitute only outputs whose out hash this many distinct trusted keys signed.
+    pub require_agreement: Option<usize>,
 }
 
 impl Config {
@@ -68,10 +71,11 @@ mod tests {
     fn config_parses_and_unknown_keys_are_named_with_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        std::fs::write(&p, "substituters = [\"file:///c\"]\ntrusted-public-keys = [\"a:b\"]\nnegative-ttl = 5\n").unwrap();
+        std::fs::write(&p, "substituters = [\"file:///c\"]\ntrusted-public-keys = [\"a:b\"]\nnegative-ttl = 5\nrequire-agreement = 2\n").unwrap();
         let c = Config::load(&p, true).unwrap();
         assert_eq!(c.substituters, ["file:///c"]);
         assert_eq!(c.negative_ttl(), 5);
+        assert_eq!(c.require_agreement, Some(2));
         std::fs::write(&p, "substituters = []\nsubstituter = \"x\"\n").unwrap();
         let e = Config::load(&p, true).unwrap_err().to_string();
         assert!(e.contains("config.toml:2") && e.contains("substituter"), "{e}");

@@ -17,7 +17,7 @@ use super::format::{self, ObjectInfo, RealisationDoc};
 use super::keys::Trust;
 use super::{check_format, CacheError, Remote};
 use crate::hash::Digest;
-use crate::store::{Origin, Realisation, Registration, Store};
+use crate::store::{Evidence, Origin, Realisation, Registration, Source, Store};
 
 /// A trusted realisation and the object it names, available from one substituter.
 #[derive(Debug, Clone)]
@@ -28,24 +28,39 @@ pub struct Offer {
     pub info: ObjectInfo,
 }
 
+/// What substitution requires of the caches.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Seconds a cache's "I do not have it" is believed (0: ask again).
+    pub negative_ttl: u64,
+    /// How many distinct trusted keys must sign the same out hash (`--require-agreement`).
+    pub require_agreement: usize,
+}
+
 /// Ask `substituters` (in order of preference) about `wanted` derivations. Returns the offers
-/// found by drv hash; `warn` receives one line per problem (a cache down, a bad signature...).
+/// found by drv hash: an out hash signed by at least `policy.require_agreement` distinct
+/// trusted keys (across all substituters), available from the first substituter that has its
+/// object. Every signed realisation seen is recorded as an attestation, so that trusted keys
+/// that disagree land in the divergence ledger. `warn` receives one line per problem.
 pub fn query(
     store: &Store,
     substituters: &[Box<dyn Remote>],
     trust: &Trust,
     wanted: &[Digest],
-    negative_ttl: u64,
+    policy: &Policy,
     warn: &mut dyn FnMut(String),
 ) -> Result<HashMap<Digest, Offer>, CacheError> {
-    let mut offers: HashMap<Digest, Offer> = HashMap::new();
+    let mut seen: HashMap<Digest, Vec<Seen>> = HashMap::new();
     if trust.is_empty() || wanted.is_empty() {
-        return Ok(offers);
+        return Ok(HashMap::new());
     }
+    let settled = |seen: &HashMap<Digest, Vec<Seen>>, drv: &Digest| {
+        seen.get(drv).is_some_and(|s| agreed(s, policy.require_agreement).is_some())
+    };
     for (index, remote) in substituters.iter().enumerate() {
         let mut ask: Vec<Digest> = Vec::new();
         for drv in wanted {
-            if !offers.contains_key(drv) && !store.recent_cache_miss(remote.url(), drv, negative_ttl)? {
+            if !settled(&seen, drv) && !store.recent_cache_miss(remote.url(), drv, policy.negative_ttl)? {
                 ask.push(*drv);
             }
         }
@@ -56,59 +71,142 @@ pub fn query(
             Ok(found) => {
                 let misses: Vec<Digest> = ask.iter().filter(|d| !found.contains_key(*d)).copied().collect();
                 store.record_cache_misses(remote.url(), &misses)?;
-                for (drv, (doc, info)) in found {
-                    offers.insert(drv, Offer { substituter: index, doc, info });
+                for (drv, docs) in found {
+                    seen.entry(drv).or_default().extend(docs.into_iter().map(|(doc, info)| Seen { substituter: index, doc, info }));
                 }
             }
             Err(e) => warn(format!("substituter {} skipped: {e}", remote.url())),
         }
     }
+    let evidence: Vec<Evidence> = seen
+        .values()
+        .flatten()
+        .map(|s| cache_evidence(&s.doc, substituters[s.substituter].url()))
+        .collect();
+    store.attest(&evidence)?;
+    let mut offers = HashMap::new();
+    for (drv, seen) in seen {
+        let outs: std::collections::BTreeSet<Digest> = seen.iter().map(|s| s.doc.out).collect();
+        if outs.len() > 1 {
+            let who: Vec<String> = seen.iter().map(|s| format!("{} by {:?}", s.doc.out.short(), s.doc.signer)).collect();
+            warn(format!("{}: trusted keys disagree about derivation {} ({}): recorded as non-deterministic", seen[0].doc.name, drv.short(), who.join(", ")));
+        }
+        match agreed(&seen, policy.require_agreement) {
+            Some(offer) => {
+                offers.insert(drv, offer);
+            }
+            None if policy.require_agreement > 1 => warn(format!(
+                "{}: fewer than {} trusted keys agree on an output of derivation {}; it will be built locally",
+                seen[0].doc.name,
+                policy.require_agreement,
+                drv.short()
+            )),
+            None => {}
+        }
+    }
     Ok(offers)
 }
 
-/// One substituter: signed realisations for `ask`, then the infos of their objects.
+/// A trusted realisation seen on a substituter, with its object info if the cache has one.
+struct Seen {
+    substituter: usize,
+    doc: RealisationDoc,
+    info: Option<ObjectInfo>,
+}
+
+/// The out hash signed by the most distinct keys, if at least `require` of them, and where to
+/// get its object (the first substituter that has it).
+fn agreed(seen: &[Seen], require: usize) -> Option<Offer> {
+    let mut signers: BTreeMap<Digest, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for s in seen {
+        signers.entry(s.doc.out).or_default().insert(&s.doc.signer);
+    }
+    // Most signers first; among equals, the out hash seen first (preferred substituter).
+    let first_seen = |out: &Digest| seen.iter().position(|s| s.doc.out == *out);
+    let best = signers.iter().max_by(|a, b| a.1.len().cmp(&b.1.len()).then(first_seen(b.0).cmp(&first_seen(a.0))))?;
+    if best.1.len() < require.max(1) {
+        return None;
+    }
+    let s = seen.iter().find(|s| s.doc.out == *best.0 && s.info.is_some())?;
+    Some(Offer { substituter: s.substituter, doc: s.doc.clone(), info: s.info.clone()? })
+}
+
+/// A cache's signed realisation as evidence for the store's ledger.
+pub fn cache_evidence(doc: &RealisationDoc, url: &str) -> Evidence {
+    Evidence {
+        drv_hash: doc.drv,
+        name: doc.name.clone(),
+        out_hash: doc.out,
+        source: Source::Cache,
+        witness: doc.signer.clone(),
+        detail: url.to_string(),
+    }
+}
+
+/// One substituter: every trusted realisation of `ask`, then the infos of their objects.
 fn query_one(
     remote: &dyn Remote,
     trust: &Trust,
     ask: &[Digest],
     warn: &mut dyn FnMut(String),
-) -> Result<BTreeMap<Digest, (RealisationDoc, ObjectInfo)>, CacheError> {
-    if !check_format(remote, false)? {
-        return Ok(BTreeMap::new());
-    }
-    let signers: Vec<&str> = trust.names().collect();
-    let paths: Vec<String> = ask.iter().flat_map(|d| signers.iter().map(move |s| format::realisation_path(d, s))).collect();
-    let answers = remote.get_many(&paths)?;
-    let mut docs: BTreeMap<Digest, RealisationDoc> = BTreeMap::new();
-    for ((path, answer), drv) in paths.iter().zip(answers).zip(ask.iter().flat_map(|d| signers.iter().map(move |_| d))) {
+) -> Result<BTreeMap<Digest, Vec<(RealisationDoc, Option<ObjectInfo>)>>, CacheError> {
+    let docs = signed_realisations(remote, trust, ask, warn)?;
+    let outs: std::collections::BTreeSet<Digest> = docs.values().flatten().map(|d| d.out).collect();
+    let outs: Vec<Digest> = outs.into_iter().collect();
+    let info_paths: Vec<String> = outs.iter().map(format::object_info_path).collect();
+    let answers = remote.get_many(&info_paths)?;
+    let mut infos: HashMap<Digest, ObjectInfo> = HashMap::new();
+    for ((out, path), answer) in outs.iter().zip(&info_paths).zip(answers) {
         let Some(bytes) = answer else { continue };
-        if docs.contains_key(drv) {
-            continue;
-        }
-        match check_realisation(&bytes, drv, trust) {
-            Ok(doc) => {
-                docs.insert(*drv, doc);
-            }
-            Err(why) => warn(format!("{}: {path} refused: {why}", remote.url())),
-        }
-    }
-    let info_paths: Vec<String> = docs.values().map(|d| format::object_info_path(&d.out)).collect();
-    let infos = remote.get_many(&info_paths)?;
-    let mut found = BTreeMap::new();
-    for ((drv, doc), (path, info)) in docs.into_iter().zip(info_paths.iter().zip(infos)) {
-        let Some(bytes) = info else {
-            warn(format!("{}: {} is signed but its object info {path} is missing", remote.url(), doc.name));
-            continue;
-        };
         match serde_json::from_slice::<ObjectInfo>(&bytes) {
-            Ok(info) if info.out == doc.out && info.format == format::OBJECT_FORMAT && info.compression == "zstd" => {
-                found.insert(drv, (doc, info));
+            Ok(info) if info.out == *out && info.format == format::OBJECT_FORMAT && info.compression == "zstd" => {
+                infos.insert(*out, info);
             }
-            Ok(_) => warn(format!("{}: {path} does not describe object {} in format {}", remote.url(), doc.out, format::OBJECT_FORMAT)),
+            Ok(_) => warn(format!("{}: {path} does not describe object {out} in format {}", remote.url(), format::OBJECT_FORMAT)),
             Err(e) => warn(format!("{}: {path} is not valid object info: {e}", remote.url())),
         }
     }
+    let mut found = BTreeMap::new();
+    for (drv, docs) in docs {
+        let with_infos: Vec<_> = docs
+            .into_iter()
+            .map(|doc| {
+                let info = infos.get(&doc.out).cloned();
+                if info.is_none() {
+                    warn(format!("{}: {} is signed but the info of its object {} is missing", remote.url(), doc.name, doc.out.short()));
+                }
+                (doc, info)
+            })
+            .collect();
+        found.insert(drv, with_infos);
+    }
     Ok(found)
+}
+
+/// Every realisation of `ask` on `remote` signed by a trusted key (one batch: every drv times
+/// every trusted key name), checked; refused documents are reported through `warn`.
+pub fn signed_realisations(
+    remote: &dyn Remote,
+    trust: &Trust,
+    ask: &[Digest],
+    warn: &mut dyn FnMut(String),
+) -> Result<BTreeMap<Digest, Vec<RealisationDoc>>, CacheError> {
+    let mut docs: BTreeMap<Digest, Vec<RealisationDoc>> = BTreeMap::new();
+    if !check_format(remote, false)? {
+        return Ok(docs);
+    }
+    let signers: Vec<&str> = trust.names().collect();
+    let pairs: Vec<(&Digest, &str)> = ask.iter().flat_map(|d| signers.iter().map(move |s| (d, *s))).collect();
+    let paths: Vec<String> = pairs.iter().map(|(d, s)| format::realisation_path(d, s)).collect();
+    let answers = remote.get_many(&paths)?;
+    for (((drv, _), path), answer) in pairs.iter().zip(&paths).zip(answers) {
+        let Some(bytes) = answer else { continue };
+        match check_realisation(&bytes, drv, trust) {
+            Ok(doc) => docs.entry(**drv).or_default().push(doc),
+            Err(why) => warn(format!("{}: {path} refused: {why}", remote.url())),
+        }
+    }
+    Ok(docs)
 }
 
 /// Parse a realisation document and check it is about `drv` and signed by a trusted key.
@@ -158,6 +256,19 @@ pub fn fetch(store: &Store, remote: &dyn Remote, offer: &Offer) -> Result<Digest
         duration_ms: started.elapsed().as_millis() as u64,
     };
     Ok(store.register_expected(&root, &registration, &doc.out)?)
+}
+
+/// Download a cache's object that this store does not take as a realisation (`forge audit`
+/// fetching the other side of a mismatch): checked like [`fetch`], registered unclaimed.
+pub fn fetch_unclaimed(store: &Store, remote: &dyn Remote, doc: &RealisationDoc, info: &ObjectInfo) -> Result<Digest, CacheError> {
+    if store.has_object(&doc.out)? {
+        return Ok(doc.out);
+    }
+    let what = format!("{} ({}) from {}", doc.name, doc.out.short(), remote.url());
+    let scratch = store.scratch_dir(&format!("audit-{}", doc.name))?;
+    let root = scratch.path().join("out");
+    unpack_object(remote, info, &root, &what, &HashMap::new())?;
+    Ok(store.register_unclaimed(&root, Some(&doc.out))?)
 }
 
 /// Unpack the object `info` describes into `root` (which must not exist), checking the

@@ -4,6 +4,8 @@
 //! 0 success, 1 a build (or check) failed or the store/sandbox could not do its job,
 //! 2 bad usage or bad recipes.
 
+mod audit;
+mod audit_report;
 mod build;
 mod diff;
 mod fetch;
@@ -89,6 +91,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Compare two outputs file by file (or a package with its last --check result)
     Diff(diff::DiffArgs),
+    /// Compare local outputs with caches' signed realisations of the same derivations
+    Audit(audit::AuditArgs),
 }
 
 /// Entry point of the `forge` binary; returns the process exit status.
@@ -118,6 +122,7 @@ pub fn run() -> i32 {
         Command::Push(args) => push::run(&cli.global, args),
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Diff(args) => diff::run(&cli.global, args),
+        Command::Audit(args) => audit::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -29,13 +29,17 @@ pub struct SubstituteArgs {
     /// Ask substituters again even about derivations they recently said they lack
     #[arg(long)]
     refresh: bool,
+    /// Substitute an output only when at least K distinct trusted keys signed the same out
+    /// hash for its derivation (else build locally) [default: the config's require-agreement, or 1]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    require_agreement: Option<u32>,
 }
 
-/// Substituters, trust and negative-cache lifetime, resolved from the config and flags.
+/// Substituters, trust and policy, resolved from the config and flags.
 pub struct Substitution {
     pub remotes: Vec<Box<dyn Remote>>,
     pub trust: Trust,
-    pub negative_ttl: u64,
+    pub policy: substitute::Policy,
 }
 
 impl SubstituteArgs {
@@ -56,7 +60,11 @@ impl SubstituteArgs {
         }
         let remotes = urls.iter().map(|u| remote::open(u, None)).collect::<Result<Vec<_>, _>>().map_err(Failure::usage)?;
         let negative_ttl = if self.refresh { 0 } else { config.negative_ttl() };
-        Ok(Some(Substitution { remotes, trust, negative_ttl }))
+        let require_agreement = self.require_agreement.map(|k| k as usize).or(config.require_agreement).unwrap_or(1).max(1);
+        if require_agreement > trust.names().count() {
+            eprintln!("forge: warning: {require_agreement} keys must agree but only {} are trusted: nothing will be substituted", trust.names().count());
+        }
+        Ok(Some(Substitution { remotes, trust, policy: substitute::Policy { negative_ttl, require_agreement } }))
     }
 }
 
@@ -89,7 +97,7 @@ pub fn offers(store: &Store, planned: &Planned, sub: &Substitution) -> Result<Ve
     }
     let wanted: Vec<_> = missing.iter().map(|(_, d)| *d).collect();
     let mut warn = |w: String| eprintln!("forge: warning: {w}");
-    let found = substitute::query(store, &sub.remotes, &sub.trust, &wanted, sub.negative_ttl, &mut warn).map_err(Failure::failed)?;
+    let found = substitute::query(store, &sub.remotes, &sub.trust, &wanted, &sub.policy, &mut warn).map_err(Failure::failed)?;
     Ok(missing.into_iter().filter_map(|(id, drv)| found.get(&drv).map(|o| (id, o.clone()))).collect())
 }
 

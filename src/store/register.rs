@@ -40,10 +40,12 @@ impl Store {
         self.register(out_dir, Some(reg), None)
     }
 
-    /// Register `out_dir` as an object that no derivation is known to give: a `--check`
-    /// round's differing output, kept for inspection. Otherwise like [`Store::register_output`].
-    pub fn register_unclaimed(&self, out_dir: &Path) -> Result<Digest, StoreError> {
-        self.register(out_dir, None, None)
+    /// Register `out_dir` as an object that no derivation is known to give here: a `--check`
+    /// round's differing output, or a cache's disputed one fetched by `forge audit`, kept for
+    /// inspection. With `expected`, the tree must hash to it (as in
+    /// [`Store::register_expected`]). Otherwise like [`Store::register_output`].
+    pub fn register_unclaimed(&self, out_dir: &Path, expected: Option<&Digest>) -> Result<Digest, StoreError> {
+        self.register(out_dir, None, expected)
     }
 
     /// Like [`Store::register_output`], but the tree must hash to `expected` (a download
