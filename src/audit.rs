@@ -10,7 +10,7 @@ use crate::cache::{CacheError, Remote, Trust};
 use crate::derivation::Plan;
 use crate::graph::Graph;
 use crate::hash::Digest;
-use crate::store::{Attestation, Evidence, Origin, Source, Store, StoreError};
+use crate::store::{Attestation, Dependent, Evidence, Origin, Source, Store, StoreError};
 
 /// How one side compares with the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -59,6 +59,15 @@ pub struct PackageAudit {
     pub history: Vec<Attestation>,
     /// Disputed outputs downloaded into this store for `forge diff` (kept under `audit:NAME`).
     pub fetched: Vec<Digest>,
+    /// For a non-deterministic package: each of its outputs and the local builds that used it.
+    pub used_by: Vec<OutputUse>,
+}
+
+/// One output of a derivation and the local builds that were built against it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputUse {
+    pub out: Digest,
+    pub dependents: Vec<Dependent>,
 }
 
 impl PackageAudit {
@@ -152,14 +161,24 @@ pub fn audit(
                 store.set_root(&format!("audit:{}", recipe.name), &fetched)?;
             }
         }
+        let history = store.attestations(&drvs[id])?;
+        let mut outs: Vec<Digest> = history.iter().map(|a| a.evidence.out_hash).collect();
+        outs.sort_unstable();
+        outs.dedup();
+        let used_by = if outs.len() > 1 {
+            outs.iter().map(|out| Ok(OutputUse { out: *out, dependents: store.built_against(&drvs[id], out)? })).collect::<Result<_, StoreError>>()?
+        } else {
+            Vec::new()
+        };
         audits.push(PackageAudit {
             name: recipe.name.clone(),
             version: recipe.version.clone(),
             drv: drvs[id],
             local: local[id],
             caches: std::mem::take(&mut answers[id]),
-            history: store.attestations(&drvs[id])?,
+            history,
             fetched,
+            used_by,
         });
     }
     Ok(audits)

@@ -73,9 +73,6 @@ script = 'mkdir -p $FORGE_OUT/share && echo delta > $FORGE_OUT/share/d.txt'
 
 const B_ORIGINAL: &str = "mkdir -p $FORGE_OUT/share && { echo beta; cat /share/a.txt; } > $FORGE_OUT/share/b.txt";
 
-fn out_of(events: &[serde_json::Value], name: &str) -> String {
-    event_of(events, name)["out"].as_str().unwrap_or_else(|| panic!("{name} has no out")).to_string()
-}
 
 #[test]
 fn chain_builds_then_rebuilds_nothing() {
@@ -267,6 +264,11 @@ fn demo_builds_identically_in_two_stores() {
         stores.push(env);
     }
     assert_eq!(outs[0], outs[1], "out hashes differ between two stores");
+    // And within one store, rebuilt in another build directory with other parallelism.
+    let (events, out) = stores[0].build_json(&[demo, "--check", "-p", "libtally", "-p", "wordfreq", "-p", "tally-report"]);
+    assert_exit(&out, 0);
+    let summary = events.iter().find(|e| e["event"] == "check-summary").expect("check summary");
+    assert_eq!((summary["reproducible"].as_u64(), summary["checked"].as_u64()), (Some(3), Some(3)), "{}", stderr(&out));
 }
 
 #[test]

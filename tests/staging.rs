@@ -72,9 +72,6 @@ done > $FORGE_OUT/share/root
     )
 }
 
-fn out_of(events: &[serde_json::Value], name: &str) -> String {
-    event_of(events, name)["out"].as_str().unwrap_or_else(|| panic!("{name} has no out: {events:#?}")).to_string()
-}
 
 fn drv_of(events: &[serde_json::Value], name: &str) -> String {
     event_of(events, name)["drv"].as_str().unwrap_or_else(|| panic!("{name} has no drv")).to_string()

@@ -44,10 +44,10 @@ pub fn run(global: &GlobalArgs, args: AuditArgs) -> CliResult {
     let config = global.config()?;
     let urls: Vec<&String> = if args.against.is_empty() { config.substituters.iter().collect() } else { args.against.iter().collect() };
     if urls.is_empty() {
-        return Err(Failure::usage("nothing to audit against: give --against URL (or substituters in the config)"));
+        eprintln!("forge: warning: no cache to compare with (--against URL, or substituters in the config): only this store's own evidence is shown");
     }
     let trust = super::substitute::trust(&args.trusted_keys, &config)?;
-    if trust.is_empty() {
+    if trust.is_empty() && !urls.is_empty() {
         return Err(Failure::usage("no trusted key: give --trusted-key NAME:BASE64 (or trusted-public-keys in the config); only signed realisations are compared"));
     }
     let caches = urls.iter().map(|u| remote::open(u, None)).collect::<Result<Vec<_>, _>>().map_err(Failure::usage)?;
@@ -113,6 +113,18 @@ fn print_table(audits: &[PackageAudit], urls: &[&String]) {
             line.push_str("  non-deterministic");
         }
         println!("{}", line.trim_end());
+    }
+    for a in audits.iter().filter(|a| !a.used_by.is_empty()) {
+        let uses: Vec<String> = a
+            .used_by
+            .iter()
+            .map(|u| {
+                let names: Vec<&str> = u.dependents.iter().map(|d| d.name.as_str()).collect();
+                let names = if names.is_empty() { "nothing here".to_string() } else { names.join(", ") };
+                format!("{} (built against it: {names})", u.out.short())
+            })
+            .collect();
+        println!("{}: non-deterministic, outputs seen: {}", a.name, uses.join("; "));
     }
     for a in audits.iter().filter(|a| !a.fetched.is_empty()) {
         for out in &a.fetched {

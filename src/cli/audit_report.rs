@@ -120,6 +120,15 @@ fn package_section(h: &mut String, store: &Store, a: &PackageAudit) {
         }
         h.push_str("</table></details>");
     }
+    if !a.used_by.is_empty() {
+        h.push_str("<p>Built against each of its outputs (in this store):</p><ul>");
+        for usage in &a.used_by {
+            let names: Vec<String> = usage.dependents.iter().map(|d| format!("{} (<code>{}</code>)", esc(&d.name), d.out_hash.short())).collect();
+            let list = if names.is_empty() { "nothing built here".to_string() } else { names.join(", ") };
+            let _ = write!(h, "<li><code>{}</code>: {list}</li>", usage.out.short());
+        }
+        h.push_str("</ul>");
+    }
     for fetched in &a.fetched {
         if let Some(local) = &a.local {
             diff_section(h, store, a, local, fetched);

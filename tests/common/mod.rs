@@ -120,6 +120,11 @@ pub fn event_of<'a>(events: &'a [serde_json::Value], name: &str) -> &'a serde_js
         .unwrap_or_else(|| panic!("no event for {name} in {events:#?}"))
 }
 
+/// The out hash in the first event about `name`.
+pub fn out_of(events: &[serde_json::Value], name: &str) -> String {
+    event_of(events, name)["out"].as_str().unwrap_or_else(|| panic!("{name} has no out: {events:#?}")).to_string()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
