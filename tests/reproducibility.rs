@@ -251,6 +251,9 @@ fn require_agreement_substitutes_only_what_enough_keys_sign_and_keeps_disagreeme
     for expected in [out_of(&a_events, "flaky"), out_of(&b_events, "flaky")] {
         assert!(outs.contains(&expected.as_str()), "{outs:?}");
     }
+    let shown = json_lines(&c.forge(&["show", "--json", setp]).stdout);
+    let marked: Vec<&str> = shown.iter().filter(|n| n["nondeterministic"] == true).map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(marked, ["flaky"]);
 
     // Requiring agreement with a single trusted key substitutes nothing.
     let d = TestEnv::with_seed_sources();

@@ -143,13 +143,16 @@ pub fn cache_evidence(doc: &RealisationDoc, url: &str) -> Evidence {
     }
 }
 
+/// Per derivation, the trusted realisations found and the info of each one's object.
+type SignedWithInfos = BTreeMap<Digest, Vec<(RealisationDoc, Option<ObjectInfo>)>>;
+
 /// One substituter: every trusted realisation of `ask`, then the infos of their objects.
 fn query_one(
     remote: &dyn Remote,
     trust: &Trust,
     ask: &[Digest],
     warn: &mut dyn FnMut(String),
-) -> Result<BTreeMap<Digest, Vec<(RealisationDoc, Option<ObjectInfo>)>>, CacheError> {
+) -> Result<SignedWithInfos, CacheError> {
     let docs = signed_realisations(remote, trust, ask, warn)?;
     let outs: std::collections::BTreeSet<Digest> = docs.values().flatten().map(|d| d.out).collect();
     let outs: Vec<Digest> = outs.into_iter().collect();

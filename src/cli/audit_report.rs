@@ -45,11 +45,11 @@ pub fn render(store: &Store, audits: &[PackageAudit], urls: &[&String]) -> Strin
         esc(&store.dir().display().to_string()),
         esc(store.host())
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<div class=\"cards\"><div class=\"card\"><b>{}</b>packages</div><div class=\"card match\"><b>{matched}</b>match</div>\
          <div class=\"card mismatch\"><b>{mismatched}</b>mismatch</div><div class=\"card unknown\"><b>{unknown}</b>unknown</div>\
-         <div class=\"card nondet\"><b>{nondet}</b>non-deterministic</div></div>\n",
+         <div class=\"card nondet\"><b>{nondet}</b>non-deterministic</div></div>",
         audits.len()
     );
     h.push_str("<p>Each local output is compared with the caches' realisations of the same derivation signed by trusted keys. <b>match</b>: every signature names the local out hash; <b>mismatch</b>: some signature names another; <b>non-deterministic</b>: more than one out hash was ever recorded for the derivation (builds, <code>--check</code> rounds, caches).</p>\n<ol>");

@@ -47,15 +47,17 @@ pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
             },
             Status::NotNeeded => ("not needed", None),
         };
+        let nondeterministic = store.is_nondeterministic(&plan.drv_hashes[n])?;
         if args.json {
             emit_json(json!({
                 "event": "node", "name": recipe.name, "version": recipe.version,
                 "drv": plan.drv_hashes[n].to_hex(), "out": out.map(|o| o.to_hex()),
-                "status": state, "file": recipe.file.display().to_string(),
+                "status": state, "file": recipe.file.display().to_string(), "nondeterministic": nondeterministic,
             }));
         } else {
             let out = out.map(|o| o.short()).unwrap_or_else(|| "-".into());
-            println!("{:<28} {:<14} {:<14} {:<14} {state}", recipe.name, recipe.version, plan.drv_hashes[n].short(), out);
+            let mark = if nondeterministic { " (non-deterministic: forge audit)" } else { "" };
+            println!("{:<28} {:<14} {:<14} {:<14} {state}{mark}", recipe.name, recipe.version, plan.drv_hashes[n].short(), out);
         }
     }
     super::exit_without_freeing(planned);

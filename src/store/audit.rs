@@ -3,8 +3,6 @@
 //! a derivation with two out hashes among its attestations is non-deterministic, and stays
 //! on record as such (the divergence ledger).
 
-use std::collections::BTreeMap;
-
 use rusqlite::params;
 use serde::Serialize;
 
@@ -59,15 +57,6 @@ pub struct Attestation {
     pub last_seen: i64,
 }
 
-/// A derivation for which more than one out hash was ever seen.
-#[derive(Debug, Clone, Serialize)]
-pub struct Divergence {
-    pub drv_hash: Digest,
-    pub name: String,
-    /// Each out hash seen, with everything that attested it.
-    pub outs: BTreeMap<Digest, Vec<Attestation>>,
-}
-
 /// A local build that used a given input output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Dependent {
@@ -109,19 +98,12 @@ impl Store {
         self.query_attestations(&sql, [drv.to_hex()])
     }
 
-    /// Every derivation with more than one out hash on record, by package name.
-    pub fn divergences(&self) -> Result<Vec<Divergence>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM attestations WHERE drv_hash IN
-               (SELECT drv_hash FROM attestations GROUP BY drv_hash HAVING COUNT(DISTINCT out_hash) > 1)
-             ORDER BY name, drv_hash, first_seen, rowid"
-        );
-        let mut by_drv: BTreeMap<(String, Digest), BTreeMap<Digest, Vec<Attestation>>> = BTreeMap::new();
-        for a in self.query_attestations(&sql, [])? {
-            let key = (a.evidence.name.clone(), a.evidence.drv_hash);
-            by_drv.entry(key).or_default().entry(a.evidence.out_hash).or_default().push(a);
-        }
-        Ok(by_drv.into_iter().map(|((name, drv_hash), outs)| Divergence { drv_hash, name, outs }).collect())
+    /// Whether more than one out hash was ever recorded for `drv` (it is in the ledger).
+    pub fn is_nondeterministic(&self, drv: &Digest) -> Result<bool, StoreError> {
+        let outs: i64 = self.db.read("read attestations", |c| {
+            c.query_row("SELECT COUNT(DISTINCT out_hash) FROM attestations WHERE drv_hash = ?1", [drv.to_hex()], |r| r.get(0))
+        })?;
+        Ok(outs > 1)
     }
 
     fn query_attestations(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Attestation>, StoreError> {

@@ -30,7 +30,7 @@ use rusqlite::OptionalExtension;
 
 use crate::hash::{Checksum, Digest};
 
-pub use audit::{Attestation, Dependent, Divergence, Evidence, Source};
+pub use audit::{Attestation, Dependent, Evidence, Source};
 pub use error::StoreError;
 pub use gc::{GcReport, RemovedObject};
 pub use layout::{default_store_dir, ScratchDir, STORE_FORMAT};
