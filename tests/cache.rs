@@ -67,12 +67,6 @@ fn outs(events: &[serde_json::Value]) -> Vec<(String, String)> {
     v
 }
 
-/// `forge key generate NAME` in env's dir; returns (secret key path, public key text).
-fn keygen(env: &TestEnv, name: &str) -> (PathBuf, String) {
-    let out = env.forge(&["key", "generate", name, "--dir", "keys"]);
-    assert_exit(&out, 0);
-    (env.path(&format!("keys/{name}.secret")), stdout(&out).trim().to_string())
-}
 
 fn push(env: &TestEnv, key: &Path, to: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["push", "--json", "--to", to, "--key", key.to_str().unwrap()];

@@ -142,11 +142,6 @@ fn which_diffoscope() -> bool {
     std::env::var("PATH").unwrap_or_default().split(':').any(|d| Path::new(d).join("diffoscope").is_file())
 }
 
-fn keygen(env: &TestEnv, name: &str) -> (PathBuf, String) {
-    let out = env.forge(&["key", "generate", name, "--dir", "keys"]);
-    assert_exit(&out, 0);
-    (env.path(&format!("keys/{name}.secret")), stdout(&out).trim().to_string())
-}
 
 fn push(env: &TestEnv, set: &Path, key: &Path, url: &str) {
     let out = env.forge(&["push", "--to", url, "--key", key.to_str().unwrap(), set.to_str().unwrap()]);

@@ -120,6 +120,13 @@ pub fn event_of<'a>(events: &'a [serde_json::Value], name: &str) -> &'a serde_js
         .unwrap_or_else(|| panic!("no event for {name} in {events:#?}"))
 }
 
+/// `forge key generate NAME` in env's dir; returns (secret key path, public key text).
+pub fn keygen(env: &TestEnv, name: &str) -> (PathBuf, String) {
+    let out = env.forge(&["key", "generate", name, "--dir", "keys"]);
+    assert_exit(&out, 0);
+    (env.path(&format!("keys/{name}.secret")), stdout(&out).trim().to_string())
+}
+
 /// The out hash in the first event about `name`.
 pub fn out_of(events: &[serde_json::Value], name: &str) -> String {
     event_of(events, name)["out"].as_str().unwrap_or_else(|| panic!("{name} has no out: {events:#?}")).to_string()
