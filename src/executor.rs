@@ -18,7 +18,7 @@ use crate::graph::{Graph, NodeId};
 use crate::hash::Digest;
 use crate::recipe::{Recipe, SourceKind};
 use crate::sandbox::{self, Exit, Layer, SandboxSpec};
-use crate::store::{BuildOutcome, Origin, Realisation, Registration, Store};
+use crate::store::{BuildOutcome, Origin, Realisation, Registration, Store, StoredDerivation};
 use crate::{import, source};
 
 /// How to run a build.
@@ -197,6 +197,18 @@ pub fn assess(
     Ok(status.into_iter().map(|s| s.unwrap_or(Status::ToBuild(String::new()))).collect())
 }
 
+/// Store every derivation of the plan (new ones only), so that `forge why` can later compare
+/// with whatever this run realised, however it was realised.
+pub fn record_plan(store: &Store, plan: &Plan) -> Result<(), ExecError> {
+    let drvs: Vec<StoredDerivation> = plan
+        .drvs
+        .iter()
+        .zip(&plan.drv_hashes)
+        .map(|(d, h)| StoredDerivation { drv_hash: *h, name: &d.name, version: &d.version, canonical: d.canonical_bytes() })
+        .collect();
+    Ok(store.put_derivations(&drvs)?)
+}
+
 /// Which nodes the store has under their drv hash.
 pub fn realised_by_drv(store: &Store, plan: &Plan) -> Result<Vec<bool>, ExecError> {
     plan.drv_hashes.iter().map(|drv| Ok(store.realisation_by_drv(drv)?.is_some())).collect()
@@ -230,6 +242,7 @@ pub fn build(
         .map_err(|e| ExecError::Pool(e.to_string()))?;
 
     let n = graph.nodes.len();
+    record_plan(store, plan)?;
     let mut available = realised_by_drv(store, plan)?;
     for &id in &opts.to_check {
         available[id] = false;

@@ -39,5 +39,6 @@ pub mod executor;
 pub mod check;
 pub mod diff;
 pub mod audit;
+pub mod why;
 pub mod cache;
 pub mod cli;

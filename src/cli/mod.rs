@@ -20,6 +20,7 @@ mod show;
 mod source;
 mod substitute;
 mod verify;
+mod why;
 
 use std::path::PathBuf;
 
@@ -93,6 +94,8 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Compare local outputs with caches' signed realisations of the same derivations
     Audit(audit::AuditArgs),
+    /// Why a package is (or would be) rebuilt: what changed, root cause and cascade
+    Why(why::WhyArgs),
 }
 
 /// Entry point of the `forge` binary; returns the process exit status.
@@ -104,7 +107,7 @@ pub fn run() -> i32 {
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
-    if matches!(cli.command, Command::Show(_) | Command::Log(_) | Command::Diff(_)) {
+    if matches!(cli.command, Command::Show(_) | Command::Log(_) | Command::Diff(_) | Command::Why(_)) {
         // `forge show | head` should end quietly like any filter. Only for these pure output
         // commands: builds and the server talk to pipes and sockets that may close early.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -123,6 +126,7 @@ pub fn run() -> i32 {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Diff(args) => diff::run(&cli.global, args),
         Command::Audit(args) => audit::run(&cli.global, args),
+        Command::Why(args) => why::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -209,12 +209,17 @@ fn raw_realisation(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRealisation> {
 
 /// The newest realisation of any derivation of package `name`, present or not.
 pub(crate) fn latest_realisation_by_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<RawRealisation>> {
+    Ok(realisations_by_name(conn, name, 1)?.into_iter().next())
+}
+
+/// Realisations of package `name`, newest first, at most `limit`.
+pub(crate) fn realisations_by_name(conn: &Connection, name: &str, limit: usize) -> rusqlite::Result<Vec<RawRealisation>> {
     let mut stmt = conn.prepare_cached(
         "SELECT drv_hash, resolved_key, out_hash, name, origin, created_at, duration_ms
-         FROM realisations WHERE name = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
+         FROM realisations WHERE name = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
     )?;
-    let mut rows = stmt.query_map([name], raw_realisation)?;
-    rows.next().transpose()
+    let rows = stmt.query_map(rusqlite::params![name, limit as i64], raw_realisation)?;
+    rows.collect()
 }
 
 #[derive(Debug, Clone, Copy)]

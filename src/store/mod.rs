@@ -110,6 +110,14 @@ pub enum BuildOutcome {
     Failed { reason: String },
 }
 
+/// A canonical derivation to store, by drv hash.
+pub struct StoredDerivation<'a> {
+    pub drv_hash: Digest,
+    pub name: &'a str,
+    pub version: &'a str,
+    pub canonical: Vec<u8>,
+}
+
 /// An open store. `Send + Sync`: share one between threads (the connection is behind a mutex).
 #[derive(Debug)]
 pub struct Store {
@@ -167,23 +175,33 @@ impl Store {
     /// Store a canonical derivation. Storing the same one again is a no-op; the same hash with
     /// different bytes is [`StoreError::DerivationConflict`].
     pub fn put_derivation(&self, drv_hash: &Digest, name: &str, version: &str, canonical: &[u8]) -> Result<(), StoreError> {
-        let existing = self.db.write("store derivation", |tx| {
-            let existing: Option<Vec<u8>> = tx
-                .query_row("SELECT canonical FROM derivations WHERE drv_hash = ?1", [drv_hash.to_hex()], |r| r.get(0))
-                .optional()?;
-            if existing.is_none() {
-                tx.execute(
-                    "INSERT INTO derivations (drv_hash, name, version, canonical, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    rusqlite::params![drv_hash.to_hex(), name, version, canonical, now_secs()],
-                )?;
+        self.put_derivations(&[StoredDerivation { drv_hash: *drv_hash, name, version, canonical: canonical.to_vec() }])
+    }
+
+    /// [`Store::put_derivation`] for many, in one transaction (a run stores its whole plan,
+    /// so that `forge why` can compare against any of them later).
+    pub fn put_derivations(&self, drvs: &[StoredDerivation]) -> Result<(), StoreError> {
+        let conflict = self.db.write("store derivations", |tx| {
+            let mut select = tx.prepare_cached("SELECT canonical FROM derivations WHERE drv_hash = ?1")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO derivations (drv_hash, name, version, canonical, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let now = now_secs();
+            for d in drvs {
+                let existing: Option<Vec<u8>> = select.query_row([d.drv_hash.to_hex()], |r| r.get(0)).optional()?;
+                match existing {
+                    None => {
+                        insert.execute(rusqlite::params![d.drv_hash.to_hex(), d.name, d.version, d.canonical, now])?;
+                    }
+                    Some(bytes) if bytes != d.canonical => return Ok(Some(d)),
+                    Some(_) => {}
+                }
             }
-            Ok(existing)
+            Ok(None)
         })?;
-        match existing {
-            Some(bytes) if bytes != canonical => {
-                Err(StoreError::DerivationConflict { drv_hash: *drv_hash, name: name.to_string() })
-            }
-            _ => Ok(()),
+        match conflict {
+            Some(d) => Err(StoreError::DerivationConflict { drv_hash: d.drv_hash, name: d.name.to_string() }),
+            None => Ok(()),
         }
     }
 
@@ -211,6 +229,12 @@ impl Store {
     pub fn latest_realisation_by_name(&self, name: &str) -> Result<Option<Realisation>, StoreError> {
         let raw = self.db.read("look up realisation by name", |c| db::latest_realisation_by_name(c, name))?;
         raw.map(|r| self.parse_realisation(r)).transpose()
+    }
+
+    /// Realisations of package `name`, present or not, newest first (at most 1,000).
+    pub fn realisations_by_name(&self, name: &str) -> Result<Vec<Realisation>, StoreError> {
+        let raw = self.db.read("look up realisations by name", |c| db::realisations_by_name(c, name, 1000))?;
+        raw.into_iter().map(|r| self.parse_realisation(r)).collect()
     }
 
     fn latest_realisation(&self, column: RealisationKey, key: &Digest) -> Result<Option<Realisation>, StoreError> {
