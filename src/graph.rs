@@ -47,6 +47,14 @@ impl Node {
     }
 }
 
+/// How a node depends on another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DepKind {
+    Build,
+    Runtime,
+}
+
 /// A node's output placed at an absolute directory of a sandbox (`/` by default).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Staged {
@@ -172,6 +180,37 @@ impl Graph {
             }
         }
         needed
+    }
+
+    /// The shortest chain of dependencies from `from` to `to` (both included): each node with
+    /// the kind of its dependency on the next one (`None` for `to`); `None` if `from` does
+    /// not depend on `to`. Ties go to the dependency written first.
+    pub fn dependency_chain(&self, from: NodeId, to: NodeId) -> Option<Vec<(NodeId, Option<DepKind>)>> {
+        let mut reached_by: Vec<Option<(NodeId, DepKind)>> = vec![None; self.nodes.len()];
+        let mut queue = std::collections::VecDeque::from([from]);
+        let mut seen = vec![false; self.nodes.len()];
+        seen[from] = true;
+        while let Some(id) = queue.pop_front() {
+            if id == to {
+                let mut chain = vec![(to, None)];
+                let mut at = to;
+                while let Some((parent, kind)) = reached_by[at].filter(|_| at != from) {
+                    chain.push((parent, Some(kind)));
+                    at = parent;
+                }
+                chain.reverse();
+                return Some(chain);
+            }
+            let node = &self.nodes[id];
+            let edges = node.build_deps.iter().map(|&d| (d, DepKind::Build)).chain(node.runtime_deps.iter().map(|&d| (d, DepKind::Runtime)));
+            for (dep, kind) in edges {
+                if !std::mem::replace(&mut seen[dep], true) {
+                    reached_by[dep] = Some((id, kind));
+                    queue.push_back(dep);
+                }
+            }
+        }
+        None
     }
 
     /// Every node, dependencies before dependents, ties broken by name.
@@ -690,6 +729,26 @@ mod tests {
         assert_eq!(needed_names(&["app", "lib"]), ["app", "cc", "lib", "rt"]);
         // app missing: its whole input closure is needed, available or not.
         assert_eq!(needed_names(&["lib", "rt", "cc"]), ["app", "cc", "lib", "rt"]);
+    }
+
+    #[test]
+    fn dependency_chains_are_shortest_and_typed() {
+        let g = graph(vec![
+            recipe("app", &["cc"], &["lib"]),
+            recipe("lib", &["cc"], &["rt"]),
+            recipe("rt", &[], &[]),
+            recipe("cc", &[], &[]),
+        ])
+        .unwrap();
+        let id = |n: &str| g.node_by_name(n).unwrap();
+        let chain = |a: &str, b: &str| {
+            g.dependency_chain(id(a), id(b)).map(|c| c.iter().map(|(n, k)| format!("{}:{k:?}", g.nodes[*n].recipe.name)).collect::<Vec<_>>())
+        };
+        // The kind on each element is that of its dependency on the next.
+        assert_eq!(chain("app", "rt").unwrap(), ["app:Some(Runtime)", "lib:Some(Runtime)", "rt:None"]);
+        assert_eq!(chain("app", "cc").unwrap(), ["app:Some(Build)", "cc:None"]);
+        assert_eq!(chain("rt", "app"), None);
+        assert_eq!(chain("lib", "lib").unwrap(), ["lib:None"]);
     }
 
     #[test]

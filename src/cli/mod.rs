@@ -10,6 +10,7 @@ mod build;
 mod diff;
 mod fetch;
 mod gc;
+mod graph;
 mod key;
 mod log;
 mod prefetch;
@@ -96,6 +97,10 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Why a package is (or would be) rebuilt: what changed, root cause and cascade
     Why(why::WhyArgs),
+    /// Print the dependency graph (Graphviz dot or JSON)
+    Graph(graph::GraphArgs),
+    /// Show the chain of dependencies through which package A depends on package B
+    WhyDepends(graph::WhyDependsArgs),
 }
 
 /// Entry point of the `forge` binary; returns the process exit status.
@@ -107,7 +112,10 @@ pub fn run() -> i32 {
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
-    if matches!(cli.command, Command::Show(_) | Command::Log(_) | Command::Diff(_) | Command::Why(_)) {
+    if matches!(
+        cli.command,
+        Command::Show(_) | Command::Log(_) | Command::Diff(_) | Command::Why(_) | Command::Graph(_) | Command::WhyDepends(_)
+    ) {
         // `forge show | head` should end quietly like any filter. Only for these pure output
         // commands: builds and the server talk to pipes and sockets that may close early.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -127,6 +135,8 @@ pub fn run() -> i32 {
         Command::Diff(args) => diff::run(&cli.global, args),
         Command::Audit(args) => audit::run(&cli.global, args),
         Command::Why(args) => why::run(&cli.global, args),
+        Command::Graph(args) => graph::run(args),
+        Command::WhyDepends(args) => graph::why_depends(args),
     };
     match result {
         Ok(code) => code,
