@@ -202,12 +202,12 @@ fn check_node(
         let record = store.begin_build(&drv_hash, &recipe.name)?;
         let layers = executor::input_layers(store, graph, plan, id, input_outs);
         let built = executor::run_in_scratch(store, recipe, &plan.drvs[id], layers, opts, &variation, observer, id, &record.log_path)
-            .and_then(|(_scratch, out_dir)| {
-                tree::normalize_with(&out_dir, RootMode::KeepWritable)?;
-                let out = tree::hash_path(&out_dir)?.digest;
+            .and_then(|ran| {
+                tree::normalize_with(&ran.out_dir, RootMode::KeepWritable)?;
+                let out = tree::hash_path(&ran.out_dir)?.digest;
                 if out != recorded {
                     // Keep the evidence: the differing tree becomes an object `forge diff` can read.
-                    store.register_unclaimed(&out_dir, None)?;
+                    store.register_unclaimed(&ran.out_dir, None)?;
                 }
                 Ok(out)
             });

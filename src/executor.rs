@@ -77,7 +77,8 @@ impl Realised {
 /// The result of one node.
 #[derive(Clone, Debug)]
 pub enum NodeResult {
-    Done { out: Digest, how: Realised, duration: Duration },
+    /// `peak_memory`: bytes, of the largest process of a build run now (when known).
+    Done { out: Digest, how: Realised, duration: Duration, peak_memory: Option<u64> },
     Failed { error: String, log: Option<PathBuf> },
     /// Not attempted: a dependency failed (named), or the run stopped after a failure.
     Skipped { reason: String },
@@ -89,8 +90,8 @@ pub enum NodeResult {
 /// Progress reported while building; `node` indexes the graph.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// The node's build starts (it was not found in the store).
-    Started { node: NodeId, name: &'a str, drv: &'a Digest },
+    /// The node's build starts (it was not found in the store) on pool thread `worker`.
+    Started { node: NodeId, name: &'a str, drv: &'a Digest, worker: usize },
     /// Another process holds this derivation's lock; waiting for it.
     Waiting { node: NodeId, name: &'a str },
     /// A source download is in progress.
@@ -398,7 +399,7 @@ fn realise(
     input_outs: Option<&[Digest]>,
 ) -> NodeResult {
     let started = Instant::now();
-    let done = |out, how| NodeResult::Done { out, how, duration: started.elapsed() };
+    let done = |out, how| NodeResult::Done { out, how, duration: started.elapsed(), peak_memory: None };
     let failed = |error: String| NodeResult::Failed { error, log: None };
     let recipe = &graph.nodes[id].recipe;
     let drv = &plan.drvs[id];
@@ -466,10 +467,11 @@ fn realise(
         Err(e) => return failed(e.to_string()),
     }
 
-    observer.event(Event::Started { node: id, name: &recipe.name, drv: &drv_hash });
+    let worker = rayon::current_thread_index().unwrap_or(0);
+    observer.event(Event::Started { node: id, name: &recipe.name, drv: &drv_hash, worker });
     let layers = input_layers(store, graph, plan, id, input_outs);
     match build_one(store, recipe, drv, &drv_hash, &resolved, layers, opts, observer, id) {
-        Ok(out) => {
+        Ok((out, peak_memory)) => {
             // Which input outputs this output was built against (the divergence ledger's
             // "who depends on which output of a non-deterministic package").
             let inputs: Vec<(String, Digest, Digest)> = plan.closures[id]
@@ -478,7 +480,7 @@ fn realise(
                 .map(|(&i, out)| (graph.nodes[i].recipe.name.clone(), plan.drv_hashes[i], *out))
                 .collect();
             match store.record_built_against(&drv_hash, &out, &inputs) {
-                Ok(()) => done(out, Realised::Built),
+                Ok(()) => NodeResult::Done { out, how: Realised::Built, duration: started.elapsed(), peak_memory },
                 Err(e) => failed(e.to_string()),
             }
         }
@@ -524,13 +526,15 @@ fn build_one(
     opts: &Options,
     observer: &dyn Observer,
     id: NodeId,
-) -> Result<Digest, BuildFailure> {
+) -> Result<(Digest, Option<u64>), BuildFailure> {
     store.put_derivation(drv_hash, &drv.name, &drv.version, &drv.canonical_bytes())?;
     check_disk(store, recipe)?;
     let record = store.begin_build(drv_hash, &recipe.name)?;
     let log = record.log_path.clone();
     let started = Instant::now();
-    let result = run_in_scratch(store, recipe, drv, layers, opts, &Variation::default(), observer, id, &log).and_then(|out_dir| {
+    let mut peak_memory = None;
+    let result = run_in_scratch(store, recipe, drv, layers, opts, &Variation::default(), observer, id, &log).and_then(|ran| {
+        peak_memory = ran.peak_memory;
         let registration = Registration {
             drv_hash: *drv_hash,
             resolved_key: *resolved,
@@ -538,17 +542,26 @@ fn build_one(
             origin: if matches!(drv.builder, Builder::Import { .. }) { Origin::Imported } else { Origin::Built },
             duration_ms: started.elapsed().as_millis() as u64,
         };
-        Ok(store.register_output(&out_dir.1, &registration)?)
+        Ok(store.register_output(&ran.out_dir, &registration)?)
     });
     let outcome = match &result {
         Ok(out) => BuildOutcome::Succeeded { out: *out },
         Err(f) => BuildOutcome::Failed { reason: f.error.clone() },
     };
     store.finish_build(&record, &outcome)?;
-    result.map_err(|f| BuildFailure { log: Some(log), ..f })
+    result.map(|out| (out, peak_memory)).map_err(|f| BuildFailure { log: Some(log), ..f })
 }
 
-/// Stage sources and run the builder in a scratch dir; returns (scratch, output dir).
+/// What [`run_in_scratch`] leaves: the scratch dir (removed on drop) and the output in it.
+pub(crate) struct Ran {
+    /// Held so that the scratch dir (and the output in it) lives as long as this.
+    pub _scratch: crate::store::ScratchDir,
+    pub out_dir: PathBuf,
+    /// Peak memory of the build's largest process, in bytes (sandboxed builds only).
+    pub peak_memory: Option<u64>,
+}
+
+/// Stage sources and run the builder in a scratch dir.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_in_scratch(
     store: &Store,
@@ -560,7 +573,7 @@ pub(crate) fn run_in_scratch(
     observer: &dyn Observer,
     id: NodeId,
     log: &Path,
-) -> Result<(crate::store::ScratchDir, PathBuf), BuildFailure> {
+) -> Result<Ran, BuildFailure> {
     let scratch = store.scratch_dir(&recipe.name)?;
     let sources_dir = scratch.path().join("sources");
     std::fs::create_dir(&sources_dir)?;
@@ -571,7 +584,7 @@ pub(crate) fn run_in_scratch(
             std::fs::create_dir(&out)?;
             let stats = import::import(&staged, *unpack, &out)?;
             std::fs::write(log, format!("imported {} source(s): {:?}\n", staged.len(), stats))?;
-            Ok((scratch, out))
+            Ok(Ran { _scratch: scratch, out_dir: out, peak_memory: None })
         }
         Builder::Script { shell, script } => {
             let mut env: BTreeMap<String, String> = drv.env.clone();
@@ -593,7 +606,7 @@ pub(crate) fn run_in_scratch(
             };
             let outcome = sandbox::run(&spec)?;
             match outcome.exit {
-                Exit::Success => Ok((scratch, outcome.out_dir)),
+                Exit::Success => Ok(Ran { _scratch: scratch, out_dir: outcome.out_dir, peak_memory: outcome.peak_memory }),
                 Exit::Failed(code) => Err(BuildFailure::from(format!("build script exited with status {code}"))),
                 Exit::Signaled(sig) => Err(BuildFailure::from(format!("build script killed by signal {sig}"))),
                 Exit::TimedOut => Err(BuildFailure::from(format!(

@@ -227,7 +227,7 @@ fn esc(s: &str) -> String {
 }
 
 /// `2026-12-02 07:40 UTC` from Unix seconds (civil-from-days, proleptic Gregorian).
-fn utc(secs: i64) -> String {
+pub fn utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -90,7 +90,10 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     };
     let mode = if args.json { Mode::Json } else { progress::detect_mode() };
     let observer = progress::Reporter::new(mode, graph.nodes.len());
-    let report = executor::build(&store, graph, plan, &opts, &observer)?;
+    let run = store.begin_run(&describe_targets(&args), graph.nodes.len(), opts.jobs)?;
+    let status = super::record::plan_status(&store, graph, plan);
+    let recorder = super::record::Recorder::new(&store, run, graph, plan, &status, &observer);
+    let report = executor::build(&store, graph, plan, &opts, &recorder)?;
     observer.finish();
 
     record_roots(&store, graph, &report, &args.packages)?;
@@ -109,8 +112,16 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
             code = EXIT_FAILED;
         }
     }
+    store.finish_run(run, code == EXIT_OK)?;
     super::exit_without_freeing(planned);
     Ok(code)
+}
+
+/// What a run was asked for, as the user typed it: files, then `-p` names.
+fn describe_targets(args: &BuildArgs) -> String {
+    let files = args.files.iter().map(|f| f.display().to_string());
+    let packages = args.packages.iter().map(|p| format!("-p {p}"));
+    files.chain(packages).collect::<Vec<_>>().join(" ")
 }
 
 /// `--check`: rebuild every wanted node that is realised, report each round and a verdict.

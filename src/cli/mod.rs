@@ -16,9 +16,11 @@ mod log;
 mod prefetch;
 mod progress;
 mod push;
+mod record;
 mod serve;
 mod show;
 mod source;
+mod status;
 mod substitute;
 mod verify;
 mod why;
@@ -101,6 +103,10 @@ enum Command {
     Graph(graph::GraphArgs),
     /// Show the chain of dependencies through which package A depends on package B
     WhyDepends(graph::WhyDependsArgs),
+    /// The state of the running (or last) build: progress, current packages, ETA
+    Status(status::StatusArgs),
+    /// What happened to a package in past builds: result, time, peak memory, output size
+    History(status::HistoryArgs),
 }
 
 /// Entry point of the `forge` binary; returns the process exit status.
@@ -137,6 +143,8 @@ pub fn run() -> i32 {
         Command::Why(args) => why::run(&cli.global, args),
         Command::Graph(args) => graph::run(args),
         Command::WhyDepends(args) => graph::why_depends(args),
+        Command::Status(args) => status::run(&cli.global, args),
+        Command::History(args) => status::history(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -89,7 +89,7 @@ impl Observer for Reporter {
     fn event(&self, event: Event<'_>) {
         let Ok(mut state) = self.state.lock() else { return };
         match event {
-            Event::Started { node, name, drv } => match self.mode {
+            Event::Started { node, name, drv, .. } => match self.mode {
                 Mode::Json => emit_json(json!({"event": "started", "name": name, "drv": drv.to_hex()})),
                 Mode::Plain => eprintln!("[{}/{}] building {name}", state.finished, self.total),
                 Mode::Terminal => {
@@ -149,7 +149,7 @@ impl Observer for Reporter {
                     return;
                 }
                 let text = match result {
-                    NodeResult::Done { out, how: Realised::Built, duration } => {
+                    NodeResult::Done { out, how: Realised::Built, duration, .. } => {
                         format!("built {name} in {:.1}s -> {}", duration.as_secs_f64(), out.short())
                     }
                     NodeResult::Done { .. } | NodeResult::NotNeeded => return,
@@ -169,7 +169,7 @@ impl Observer for Reporter {
 
 fn json_event(name: &str, drv: &str, result: &NodeResult) -> serde_json::Value {
     match result {
-        NodeResult::Done { out, how, duration } => json!({
+        NodeResult::Done { out, how, duration, .. } => json!({
             "event": how.as_str(), "name": name, "drv": drv, "out": out.to_hex(),
             "cutoff": *how == Realised::Cutoff, "seconds": duration.as_secs_f64(),
         }),

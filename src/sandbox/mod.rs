@@ -119,6 +119,9 @@ pub struct SandboxOutcome {
     pub duration: Duration,
     /// `scratch/out` on the host: what the build wrote to [`SANDBOX_OUT`].
     pub out_dir: PathBuf,
+    /// Peak resident memory of the largest process of the build, in bytes (the kernel's
+    /// `ru_maxrss` over the reaped process tree), when known.
+    pub peak_memory: Option<u64>,
 }
 
 /// Why a sandbox could not be set up. A build that ran and failed is not an
@@ -184,7 +187,7 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
         probe: false,
     };
     let log = open_log(&spec.log)?;
-    let report = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some(log))?;
+    let (report, peak_memory) = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some(log))?;
     let exit = match report {
         HelperReport::Exited(0) => Exit::Success,
         HelperReport::Exited(code) => Exit::Failed(code),
@@ -192,7 +195,7 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
         HelperReport::TimedOut => Exit::TimedOut,
         HelperReport::Failed(failure) => return Err(failure_to_error(failure)),
     };
-    Ok(SandboxOutcome { exit, duration: started.elapsed(), out_dir: dirs.out })
+    Ok(SandboxOutcome { exit, duration: started.elapsed(), out_dir: dirs.out, peak_memory })
 }
 
 /// Checks that this machine can create the sandbox: runs the helper through
@@ -216,7 +219,7 @@ pub fn probe(helper_exe: &Path) -> Result<(), SandboxError> {
         timeout_ms: Some(10_000),
         probe: true,
     };
-    match invoke_helper(helper_exe, &dirs.spec_file, &helper_spec, None)? {
+    match invoke_helper(helper_exe, &dirs.spec_file, &helper_spec, None)?.0 {
         HelperReport::Exited(0) => Ok(()),
         HelperReport::Failed(failure) => Err(failure_to_error(failure)),
         other => Err(SandboxError::Setup {
@@ -316,7 +319,7 @@ fn invoke_helper(
     spec_file: &Path,
     spec: &HelperSpec,
     log: Option<File>,
-) -> Result<HelperReport, SandboxError> {
+) -> Result<(HelperReport, Option<u64>), SandboxError> {
     let json = serde_json::to_vec(spec).map_err(|e| {
         SandboxError::InvalidSpec(format!("cannot encode the helper spec (non UTF-8 path?): {e}"))
     })?;
@@ -328,16 +331,40 @@ fn invoke_helper(
         }
         None => (Stdio::null(), Stdio::null()),
     };
-    let status = Command::new(exe)
+    let child = Command::new(exe)
         .arg(HELPER_ARG)
         .arg(spec_file)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .status()
+        .spawn()
         .map_err(|source| SandboxError::HelperSpawn { exe: exe.to_path_buf(), source })?;
-    read_report(exe, &protocol::report_path(spec_file), status)
+    let (status, peak_memory) = wait_with_peak_memory(child).map_err(|source| SandboxError::HelperSpawn { exe: exe.to_path_buf(), source })?;
+    Ok((read_report(exe, &protocol::report_path(spec_file), status)?, peak_memory))
+}
+
+/// Wait for the helper with wait4(2): its exit status, and the peak resident memory of the
+/// largest process in its tree (ru_maxrss covers the reaped descendants), in bytes.
+fn wait_with_peak_memory(child: std::process::Child) -> std::io::Result<(ExitStatus, Option<u64>)> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data, zero is a valid value; wait4 writes both out-params.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own unreaped child; the pointers are valid for the call.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let peak = u64::try_from(usage.ru_maxrss).ok().filter(|&kib| kib > 0).map(|kib| kib * 1024);
+    Ok((ExitStatus::from_raw(status), peak))
 }
 
 fn read_report(exe: &Path, path: &Path, status: ExitStatus) -> Result<HelperReport, SandboxError> {

@@ -53,6 +53,36 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (drv_hash, out_hash, input_drv, input_out)
     ) STRICT;
     CREATE INDEX built_against_by_input ON built_against (input_drv, input_out);",
+    // 4: build runs and what happened to each node in them (docs/observability.md): live
+    // status for `forge status`, metrics for `forge history`, timelines for `forge report`.
+    // Times are Unix milliseconds; a node's are absolute too.
+    "CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_ms  INTEGER NOT NULL,
+        finished_ms INTEGER,
+        targets     TEXT NOT NULL,
+        total       INTEGER NOT NULL,
+        jobs        INTEGER NOT NULL,
+        pid         INTEGER NOT NULL,
+        host        TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed'))
+    ) STRICT;
+    CREATE TABLE run_nodes (
+        run_id      INTEGER NOT NULL,
+        name        TEXT NOT NULL,
+        drv_hash    TEXT NOT NULL,
+        result      TEXT NOT NULL CHECK (result IN
+                      ('queued', 'running', 'built', 'cached', 'substituted', 'failed', 'skipped', 'not-needed')),
+        started_ms  INTEGER,
+        finished_ms INTEGER,
+        worker      INTEGER,
+        peak_memory INTEGER,
+        out_hash    TEXT,
+        out_size    INTEGER,
+        error       TEXT,
+        PRIMARY KEY (run_id, name)
+    ) STRICT;
+    CREATE INDEX run_nodes_by_name ON run_nodes (name, run_id);",
 ];
 
 /// Concurrent forge processes wait this long for each other's write transactions.

@@ -20,6 +20,7 @@ mod gc;
 mod layout;
 mod lock;
 mod register;
+mod runs;
 mod verify;
 
 use std::fs;
@@ -32,6 +33,7 @@ use crate::hash::{Checksum, Digest};
 
 pub use audit::{Attestation, Dependent, Evidence, Source};
 pub use error::StoreError;
+pub use runs::{now_ms, Run, RunId, RunNode};
 pub use gc::{GcReport, RemovedObject};
 pub use layout::{default_store_dir, ScratchDir, STORE_FORMAT};
 pub use lock::{DrvLock, StoreLock};

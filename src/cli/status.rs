@@ -1,0 +1,202 @@
+//! `forge status` (a build run, live from another shell, or the last one) and
+//! `forge history NAME` (what happened to a package in past runs), from the runs recorded
+//! in the store (docs/observability.md).
+
+use clap::Args;
+use serde::Serialize;
+use serde_json::json;
+
+use super::fetch::human_bytes;
+use super::{emit_json, CliResult, Failure, GlobalArgs, EXIT_OK};
+use crate::store::{now_ms, Run, RunNode, Store};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Which run (as `forge history` and `forge report` show them) [default: the newest]
+    #[arg(long, value_name = "ID")]
+    run: Option<i64>,
+    /// One JSON document on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+/// A run's state, in the shape of the build-status documents CI dashboards read.
+#[derive(Debug, Serialize)]
+pub struct BuildStatus {
+    pub build_id: i64,
+    /// `preparing` (loading, substituting), `building`, or `finished`.
+    pub phase: &'static str,
+    /// `RUNNING`, `PAUSED` (the forge process is stopped), `COMPLETED` or `ERROR`
+    /// (failed, or the process is gone without finishing).
+    pub status: &'static str,
+    pub targets: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub current_packages: Vec<Current>,
+    pub packages_completed: u64,
+    pub packages_total: u64,
+    /// Of the packages completed: realised / failed.
+    pub success_rate: f64,
+    pub error_rate: f64,
+    /// Mean wall time of the packages built in this run.
+    pub average_package_seconds: Option<f64>,
+    /// Expected end, Unix ms: the remaining expected work (each queued or running package's
+    /// median recorded build time) spread over the run's jobs.
+    pub estimated_completion_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Current {
+    pub name: String,
+    pub worker: Option<u64>,
+    pub elapsed_seconds: f64,
+}
+
+pub fn run(global: &GlobalArgs, args: StatusArgs) -> CliResult {
+    let store = global.open_store()?;
+    let run = store.run(args.run)?.ok_or_else(|| match args.run {
+        Some(id) => Failure::usage(format!("no run {id} in this store")),
+        None => Failure::usage("no build has run in this store yet"),
+    })?;
+    let nodes = store.run_nodes(run.id)?;
+    let status = build_status(&store, &run, &nodes)?;
+    if args.json {
+        emit_json(serde_json::to_value(&status).expect("status serializes"));
+        return Ok(EXIT_OK);
+    }
+    println!("build {} ({}): {} {}, {}", status.build_id, status.targets, status.status, status.phase, ago(status.started_at_ms));
+    println!("{}/{} packages done", status.packages_completed, status.packages_total);
+    if status.packages_completed > 0 {
+        println!("success {:.0}%, errors {:.0}%", status.success_rate * 100.0, status.error_rate * 100.0);
+    }
+    if let Some(avg) = status.average_package_seconds {
+        println!("average build {avg:.1}s");
+    }
+    for c in &status.current_packages {
+        println!("  running {} for {:.0}s (worker {})", c.name, c.elapsed_seconds, c.worker.unwrap_or(0));
+    }
+    if let Some(eta) = status.estimated_completion_ms.filter(|_| status.status == "RUNNING") {
+        println!("estimated completion in {:.0}s", ((eta - now_ms()).max(0) as f64) / 1000.0);
+    }
+    Ok(EXIT_OK)
+}
+
+fn ago(ms: i64) -> String {
+    let secs = (now_ms() - ms).max(0) / 1000;
+    match secs {
+        0..=119 => format!("started {secs}s ago"),
+        120..=7199 => format!("started {}min ago", secs / 60),
+        _ => format!("started {}h ago", secs / 3600),
+    }
+}
+
+pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode]) -> Result<BuildStatus, Failure> {
+    let finished = |n: &&RunNode| !matches!(n.result.as_str(), "queued" | "running");
+    let done: Vec<&RunNode> = nodes.iter().filter(finished).collect();
+    let failed = done.iter().filter(|n| matches!(n.result.as_str(), "failed" | "skipped")).count();
+    let now = now_ms();
+    // A run recorded by another host (a shared store) cannot be looked up here: assume alive.
+    let alive = if run.host == store.host() { process_state(run.pid) } else { Some(false) };
+    let status = match (run.status.as_str(), alive) {
+        ("running", Some(true)) => "PAUSED",
+        ("running", Some(false)) => "RUNNING",
+        ("running", None) | ("failed", _) => "ERROR",
+        _ => "COMPLETED",
+    };
+    let phase = match (run.status.as_str(), nodes.iter().any(|n| n.result != "queued")) {
+        ("running", false) => "preparing",
+        ("running", true) => "building",
+        _ => "finished",
+    };
+    let running: Vec<&RunNode> = nodes.iter().filter(|n| n.result == "running").collect();
+    let built: Vec<i64> = nodes.iter().filter(|n| n.result == "built").filter_map(RunNode::duration_ms).collect();
+    let average = (!built.is_empty()).then(|| built.iter().sum::<i64>() as f64 / built.len() as f64 / 1000.0);
+    // Remaining work: queued packages' expected times, plus what running ones have left.
+    let mut remaining_ms = 0i64;
+    for n in nodes.iter().filter(|n| matches!(n.result.as_str(), "queued" | "running")) {
+        let expected = expected_ms(store, &n.name)?.or(average.map(|a| (a * 1000.0) as i64)).unwrap_or(0);
+        let elapsed = n.started_ms.map(|s| now - s).unwrap_or(0);
+        remaining_ms += (expected - elapsed).max(0);
+    }
+    let estimate = (run.status == "running").then(|| now + remaining_ms / run.jobs.max(1) as i64);
+    let completed = done.len() as u64;
+    Ok(BuildStatus {
+        build_id: run.id,
+        phase,
+        status,
+        targets: run.targets.clone(),
+        started_at_ms: run.started_ms,
+        finished_at_ms: run.finished_ms,
+        current_packages: running
+            .iter()
+            .map(|n| Current { name: n.name.clone(), worker: n.worker, elapsed_seconds: n.started_ms.map(|s| (now - s) as f64 / 1000.0).unwrap_or(0.0) })
+            .collect(),
+        packages_completed: completed,
+        packages_total: run.total,
+        success_rate: if completed == 0 { 0.0 } else { (completed as usize - failed) as f64 / completed as f64 },
+        error_rate: if completed == 0 { 0.0 } else { failed as f64 / completed as f64 },
+        average_package_seconds: average,
+        estimated_completion_ms: estimate,
+    })
+}
+
+/// The median of a package's last five build times, if it was ever built in a recorded run.
+fn expected_ms(store: &Store, name: &str) -> Result<Option<i64>, Failure> {
+    let mut times = store.build_times(name, 5)?;
+    times.sort_unstable();
+    Ok(times.get(times.len() / 2).copied())
+}
+
+/// `Some(stopped)` for a live process, `None` for one that is gone.
+fn process_state(pid: u32) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state is the field after the parenthesised command name.
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    match state {
+        "Z" | "X" => None,
+        "T" | "t" => Some(true),
+        _ => Some(false),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The package
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// How many runs back
+    #[arg(short = 'n', long, default_value_t = 20)]
+    limit: usize,
+    /// One JSON object per run on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn history(global: &GlobalArgs, args: HistoryArgs) -> CliResult {
+    let store = global.open_store()?;
+    let rows = store.node_history(&args.name, args.limit)?;
+    if rows.is_empty() {
+        return Err(Failure::usage(format!("{} was in no recorded build run of this store", args.name)));
+    }
+    if !args.json {
+        println!("{:<6} {:<17} {:<12} {:>9} {:>10} {:>10}  {:<14} DRV", "RUN", "WHEN (UTC)", "RESULT", "SECONDS", "PEAK MEM", "OUT SIZE", "OUT");
+    }
+    for (run_id, run_started, n) in &rows {
+        if args.json {
+            let mut v = serde_json::to_value(n).expect("node serializes");
+            v["run"] = json!(run_id);
+            v["run_started_ms"] = json!(run_started);
+            v["seconds"] = json!(n.duration_ms().map(|d| d as f64 / 1000.0));
+            emit_json(v);
+            continue;
+        }
+        let secs = n.duration_ms().map(|d| format!("{:.1}", d as f64 / 1000.0)).unwrap_or_else(|| "-".into());
+        let mem = n.peak_memory.map(human_bytes).unwrap_or_else(|| "-".into());
+        let size = n.out_size.map(human_bytes).unwrap_or_else(|| "-".into());
+        let out = n.out_hash.map(|o| o.short()).unwrap_or_else(|| "-".into());
+        let when = super::audit_report::utc(run_started / 1000);
+        let when = when.trim_end_matches(" UTC");
+        println!("{:<6} {:<17} {:<12} {:>9} {:>10} {:>10}  {:<14} {}", run_id, when, n.result, secs, mem, size, out, n.drv_hash.short());
+    }
+    Ok(EXIT_OK)
+}

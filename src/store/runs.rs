@@ -1,0 +1,210 @@
+//! Build runs (docs/observability.md): one row per `forge build`, one per node and run with
+//! what happened to it, when, on which worker, its peak memory and output size. Written as
+//! the run goes, so `forge status` in another shell sees a run live; kept for `forge history`
+//! and `forge report`.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{Store, StoreError};
+use crate::hash::Digest;
+
+pub type RunId = i64;
+
+/// One `forge build` invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: RunId,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    /// What was asked for (files and `--package` names), as typed.
+    pub targets: String,
+    /// Nodes in the run's graph.
+    pub total: u64,
+    pub jobs: u64,
+    /// The forge process running it (to tell a live run from an interrupted one).
+    pub pid: u32,
+    pub host: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+}
+
+/// What happened to one node in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunNode {
+    pub name: String,
+    pub drv_hash: Digest,
+    /// `queued` (expected to be built), `running`, `built`, `cached`, `substituted`,
+    /// `failed`, `skipped` or `not-needed`.
+    pub result: String,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub worker: Option<u64>,
+    /// Bytes, largest process of the build.
+    pub peak_memory: Option<u64>,
+    pub out_hash: Option<Digest>,
+    /// Bytes of regular files in the output.
+    pub out_size: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl RunNode {
+    /// Wall time, when it ran.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.finished_ms? - self.started_ms?)
+    }
+}
+
+const RUN_COLUMNS: &str = "id, started_ms, finished_ms, targets, total, jobs, pid, host, status";
+/// Of `run_nodes n`.
+const NODE_COLUMNS: &str =
+    "n.name, n.drv_hash, n.result, n.started_ms, n.finished_ms, n.worker, n.peak_memory, n.out_hash, n.out_size, n.error";
+
+fn run_row(r: &Row) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: r.get(0)?,
+        started_ms: r.get(1)?,
+        finished_ms: r.get(2)?,
+        targets: r.get(3)?,
+        total: r.get::<_, i64>(4)? as u64,
+        jobs: r.get::<_, i64>(5)? as u64,
+        pid: r.get::<_, i64>(6)? as u32,
+        host: r.get(7)?,
+        status: r.get(8)?,
+    })
+}
+
+type RawNode = (String, String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<i64>, Option<String>);
+
+fn node_row(r: &Row) -> rusqlite::Result<RawNode> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Store {
+    /// Record the start of a run now; returns its id.
+    pub fn begin_run(&self, targets: &str, total: usize, jobs: usize) -> Result<RunId, StoreError> {
+        self.db.write("record a run", |tx| {
+            tx.execute(
+                "INSERT INTO runs (started_ms, targets, total, jobs, pid, host, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running')",
+                params![now_ms(), targets, total as i64, jobs as i64, std::process::id() as i64, self.host],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Record (or update) what happened to one node of `run`. `out_size` is looked up from
+    /// the object when the node has an output.
+    pub fn record_run_node(&self, run: RunId, node: &RunNode) -> Result<(), StoreError> {
+        let out = node.out_hash.map(|o| o.to_hex());
+        self.db.write("record a run's node", |tx| {
+            tx.prepare_cached(
+                "INSERT INTO run_nodes (run_id, name, drv_hash, result, started_ms, finished_ms, worker, peak_memory, out_hash, out_size, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT size FROM objects WHERE out_hash = ?9), ?10)
+                 ON CONFLICT (run_id, name) DO UPDATE SET result = excluded.result,
+                   started_ms = COALESCE(run_nodes.started_ms, excluded.started_ms), finished_ms = excluded.finished_ms,
+                   worker = COALESCE(excluded.worker, run_nodes.worker), peak_memory = excluded.peak_memory,
+                   out_hash = excluded.out_hash, out_size = excluded.out_size, error = excluded.error",
+            )?
+            .execute(params![
+                run,
+                node.name,
+                node.drv_hash.to_hex(),
+                node.result,
+                node.started_ms,
+                node.finished_ms,
+                node.worker.map(|w| w as i64),
+                node.peak_memory.map(|m| m as i64),
+                out,
+                node.error
+            ])?;
+            Ok(())
+        })
+    }
+
+    pub fn finish_run(&self, run: RunId, succeeded: bool) -> Result<(), StoreError> {
+        let status = if succeeded { "succeeded" } else { "failed" };
+        self.db.write("finish a run", |tx| {
+            tx.execute("UPDATE runs SET finished_ms = ?2, status = ?3 WHERE id = ?1", params![run, now_ms(), status])?;
+            Ok(())
+        })
+    }
+
+    /// The run `id`, or the newest run.
+    pub fn run(&self, id: Option<RunId>) -> Result<Option<Run>, StoreError> {
+        self.db.read("read runs", |c| {
+            let sql = match id {
+                Some(_) => format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                None => format!("SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL ORDER BY id DESC LIMIT 1"),
+            };
+            c.query_row(&sql, [id], run_row).optional()
+        })
+    }
+
+    /// Every node recorded for `run`, in the order they started (unstarted ones last).
+    pub fn run_nodes(&self, run: RunId) -> Result<Vec<RunNode>, StoreError> {
+        let sql = format!("SELECT {NODE_COLUMNS} FROM run_nodes n WHERE n.run_id = ?1 ORDER BY n.started_ms IS NULL, n.started_ms, n.name");
+        self.query_nodes(&sql, params![run]).map(|rows| rows.into_iter().map(|(_, _, n)| n).collect())
+    }
+
+    /// What happened to package `name` in the latest `limit` runs that included it, newest
+    /// first, with each run's id and start.
+    pub fn node_history(&self, name: &str, limit: usize) -> Result<Vec<(RunId, i64, RunNode)>, StoreError> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS}, r.id, r.started_ms FROM run_nodes n JOIN runs r ON r.id = n.run_id
+             WHERE n.name = ?1 ORDER BY n.run_id DESC LIMIT ?2"
+        );
+        self.query_nodes(&sql, params![name, limit as i64])
+    }
+
+    /// The recent build times of `name` (milliseconds, newest first, at most `limit`):
+    /// what the ETA and the scheduler expect of it.
+    pub fn build_times(&self, name: &str, limit: usize) -> Result<Vec<i64>, StoreError> {
+        self.db.read("read build times", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT finished_ms - started_ms FROM run_nodes WHERE name = ?1 AND result = 'built'
+                 AND started_ms IS NOT NULL AND finished_ms IS NOT NULL ORDER BY run_id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![name, limit as i64], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Rows of `NODE_COLUMNS`, optionally followed by a run id and its start (else 0, 0).
+    fn query_nodes(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(RunId, i64, RunNode)>, StoreError> {
+        let rows: Vec<(RawNode, RunId, i64)> = self.db.read("read run nodes", |c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let extra = stmt.column_count() > 10;
+            let rows = stmt.query_map(args, |r| {
+                let (id, start) = if extra { (r.get(10)?, r.get(11)?) } else { (0, 0) };
+                Ok((node_row(r)?, id, start))
+            })?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|((name, drv, result, started_ms, finished_ms, worker, peak, out, size, error), run_id, run_start)| {
+                let out_hash = out.map(|o| self.db.digest(&o, "out_hash")).transpose()?;
+                Ok((
+                    run_id,
+                    run_start,
+                    RunNode {
+                        name,
+                        drv_hash: self.db.digest(&drv, "drv_hash")?,
+                        result,
+                        started_ms,
+                        finished_ms,
+                        worker: worker.map(|w| w as u64),
+                        peak_memory: peak.map(|p| p as u64),
+                        out_hash,
+                        out_size: size.map(|s| s as u64),
+                        error,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
