@@ -1,0 +1,157 @@
+//! Seeing the build: `forge why` (root cause and cascade, after gc and from the database),
+//! `forge graph` and `forge why-depends`, `forge status` (live from another process, and
+//! after), `forge history` with per-build metrics.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `base` <- `mid` (build dep) <- `top` (build dep), `top` also runs with `rt`.
+fn write_set(env: &TestEnv, base_script: &str) -> PathBuf {
+    env.write(
+        "pkgs/base.toml",
+        &format!("[package]\nname = \"base\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[env]\nLEVEL = \"1\"\n[build]\nscript = '''\n{base_script}\n'''\n"),
+    );
+    env.write(
+        "pkgs/mid.toml",
+        "[package]\nname = \"mid\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\", \"base\"]\n[build]\nscript = 'mkdir -p $FORGE_OUT && cat /base.txt > $FORGE_OUT/mid.txt'\n",
+    );
+    env.write(
+        "pkgs/rt.toml",
+        "[package]\nname = \"rt\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = 'mkdir -p $FORGE_OUT && echo rt > $FORGE_OUT/rt.txt'\n",
+    );
+    env.write(
+        "pkgs/top.toml",
+        "[package]\nname = \"top\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\", \"mid\"]\nruntime = [\"rt\"]\n[build]\nscript = 'mkdir -p $FORGE_OUT && cat /mid.txt > $FORGE_OUT/top.txt'\n",
+    );
+    env.write("set.toml", &format!("[set]\nname = \"obs\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()))
+}
+
+const BASE: &str = "mkdir -p $FORGE_OUT && echo base > $FORGE_OUT/base.txt";
+
+fn why(env: &TestEnv, args: &[&str]) -> serde_json::Value {
+    let out = env.forge(&[&["why", "--json"][..], args].concat());
+    assert_exit(&out, 0);
+    json_lines(&out.stdout).remove(0)
+}
+
+#[test]
+fn why_names_the_root_cause_and_the_cascade_even_after_gc() {
+    let env = TestEnv::with_seed_sources();
+    let set = write_set(&env, BASE);
+    let set = set.to_str().unwrap();
+    assert_exit(&env.build_json(&[set]).1, 0);
+
+    let e = why(&env, &["top", set]);
+    assert_eq!(e["verdict"]["verdict"], "realised");
+    assert_eq!(e["rebuilt"], false);
+
+    // Change base's script and env: base is the root cause, mid and top the cascade.
+    write_set(&env, "mkdir -p $FORGE_OUT && echo base v2 > $FORGE_OUT/base.txt");
+    let text = std::fs::read_to_string(env.path("pkgs/base.toml")).unwrap().replace("LEVEL = \"1\"", "LEVEL = \"2\"");
+    std::fs::write(env.path("pkgs/base.toml"), text).unwrap();
+    // forge gc between sessions: the database still has the derivations.
+    assert_exit(&env.forge(&["gc"]), 0);
+    let e = why(&env, &["top", set]);
+    assert_eq!(e["verdict"]["verdict"], "changed");
+    assert_eq!(e["root_causes"], serde_json::json!(["base"]));
+    assert!(e["own"].as_array().unwrap().is_empty(), "top itself did not change: {e}");
+    let mid = &e["inputs"][0];
+    assert_eq!(mid["name"], "mid");
+    assert!(mid["own"].as_array().unwrap().is_empty());
+    let base = &mid["inputs"][0];
+    assert_eq!(base["name"], "base");
+    let own = base["own"].as_array().unwrap();
+    let fields: Vec<&str> = own.iter().map(|c| c["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["script", "env"]);
+    assert!(own[0]["diff"].as_str().unwrap().contains("+mkdir -p $FORGE_OUT && echo base v2"));
+    assert_eq!((own[1]["key"].as_str(), own[1]["from"].as_str(), own[1]["to"].as_str()), (Some("LEVEL"), Some("1"), Some("2")));
+    let human = env.forge(&["why", "top", set]);
+    let text = stdout(&human);
+    assert!(text.contains("input mid changed (cascade)") && text.contains("input base changed (ROOT CAUSE)"), "{text}");
+    assert!(text.contains("env LEVEL: \"1\" -> \"2\"") && text.contains("root cause: base"), "{text}");
+    // rt did not change: not rebuilt.
+    assert_eq!(why(&env, &["rt", set])["verdict"]["verdict"], "realised");
+
+    // After the rebuild, why without FILE explains the newest realisation against the one before.
+    assert_exit(&env.build_json(&[set]).1, 0);
+    let e = why(&env, &["mid"]);
+    assert_eq!(e["root_causes"], serde_json::json!(["base"]));
+    // base changes again but gives the same output: once base is rebuilt, mid's new
+    // derivation is not rebuilt (early cutoff), and why says so.
+    let text = std::fs::read_to_string(env.path("pkgs/base.toml")).unwrap().replace("echo base v2", "echo  base  v2");
+    std::fs::write(env.path("pkgs/base.toml"), text).unwrap();
+    assert_exit(&env.build_json(&[set, "-p", "base"]).1, 0);
+    let e = why(&env, &["mid", set]);
+    assert_eq!(e["verdict"]["verdict"], "cutoff", "{e}");
+    assert_eq!(e["rebuilt"], false);
+    assert_exit(&env.forge(&["why", "nonexistent"]), 2);
+}
+
+#[test]
+fn graph_and_why_depends() {
+    let env = TestEnv::with_seed_sources();
+    let set = write_set(&env, BASE);
+    let set = set.to_str().unwrap();
+    let dot = env.forge(&["graph", set]);
+    assert_exit(&dot, 0);
+    let dot = stdout(&dot);
+    assert!(dot.starts_with("digraph forge {") && dot.contains("\"top\" -> \"mid\";") && dot.contains("\"top\" -> \"rt\" [style=dashed];"), "{dot}");
+    let json = env.forge(&["graph", "--format", "json", set, "-p", "top"]);
+    let nodes = json_lines(&json.stdout).remove(0)["nodes"].clone();
+    let top = nodes.as_array().unwrap().iter().find(|n| n["name"] == "top").unwrap();
+    assert_eq!(top["build"], serde_json::json!(["seed", "mid"]));
+    assert_eq!(top["runtime"], serde_json::json!(["rt"]));
+
+    let chain = env.forge(&["why-depends", "--json", "top", "base", set]);
+    assert_exit(&chain, 0);
+    let names: Vec<String> = json_lines(&chain.stdout)[0]["chain"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["top", "mid", "base"]);
+    let text = stdout(&env.forge(&["why-depends", "top", "rt", set]));
+    assert!(text.contains("top  --runtime-->") && text.contains("in the runtime closure"), "{text}");
+    assert_exit(&env.forge(&["why-depends", "base", "top", set]), 2);
+}
+
+#[test]
+fn status_is_live_from_another_process_and_history_keeps_metrics() {
+    let env = TestEnv::with_seed_sources();
+    let set = write_set(&env, "sleep 4; mkdir -p $FORGE_OUT && head -c 2000000 /dev/zero > $FORGE_OUT/base.bin && echo base > $FORGE_OUT/base.txt");
+    let set = set.to_str().unwrap();
+    assert_exit(&env.forge(&["status"]), 2); // no run yet
+    let mut child = env.cmd().args(["build", set, "-j", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Poll until the slow package is running, then look from here: another process.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let live = loop {
+        let out = env.forge(&["status", "--json"]);
+        let status = json_lines(&out.stdout).pop();
+        if let Some(s) = status.filter(|s| s["current_packages"].as_array().is_some_and(|c| c.iter().any(|p| p["name"] == "base"))) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "base never showed up as running");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((live["status"].as_str(), live["phase"].as_str()), (Some("RUNNING"), Some("building")));
+    assert_eq!(live["packages_total"], 6);
+    assert!(live["packages_completed"].as_u64().unwrap() < 6);
+    assert!(child.wait().unwrap().success());
+    let done = json_lines(&env.forge(&["status", "--json"]).stdout).remove(0);
+    assert_eq!((done["status"].as_str(), done["phase"].as_str()), (Some("COMPLETED"), Some("finished")));
+    assert_eq!((done["packages_completed"].as_u64(), done["success_rate"].as_f64()), (Some(6), Some(1.0)));
+
+    // A second run expects base to take about as long as the first: the ETA uses it.
+    let history = env.forge(&["history", "--json", "base"]);
+    let rows = json_lines(&history.stdout);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["result"], "built");
+    assert!(rows[0]["seconds"].as_f64().unwrap() >= 4.0, "{}", rows[0]);
+    assert!(rows[0]["out_size"].as_u64().unwrap() >= 2_000_000);
+    assert!(rows[0]["peak_memory"].as_u64().unwrap() > 0);
+    assert_exit(&env.build_json(&[set]).1, 0);
+    let rows = json_lines(&env.forge(&["history", "--json", "base"]).stdout);
+    assert_eq!(rows.iter().map(|r| r["result"].as_str().unwrap()).collect::<Vec<_>>(), ["cached", "built"]);
+    let text = stdout(&env.forge(&["history", "base"]));
+    assert!(text.lines().count() == 3 && text.contains("MiB"), "{text}");
+}
