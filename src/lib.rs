@@ -40,5 +40,6 @@ pub mod check;
 pub mod diff;
 pub mod audit;
 pub mod why;
+pub mod timeline;
 pub mod cache;
 pub mod cli;

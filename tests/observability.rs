@@ -155,3 +155,36 @@ fn status_is_live_from_another_process_and_history_keeps_metrics() {
     let text = stdout(&env.forge(&["history", "base"]));
     assert!(text.lines().count() == 3 && text.contains("MiB"), "{text}");
 }
+
+#[test]
+fn report_and_trace_show_the_timeline_critical_path_and_failures() {
+    let env = TestEnv::with_seed_sources();
+    let set = write_set(&env, "sleep 1; mkdir -p $FORGE_OUT && echo base > $FORGE_OUT/base.txt");
+    env.write(
+        "pkgs/broken.toml",
+        "[package]\nname = \"broken\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = 'echo checking the widget; echo widget missing >&2; exit 3'\n",
+    );
+    let set = set.to_str().unwrap();
+    let (html, trace) = (env.path("run.html"), env.path("run.json"));
+    let out = env.forge(&["build", set, "-k", "--report", html.to_str().unwrap(), "--trace", trace.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && !page.contains("<script"), "self-contained");
+    assert!(page.contains("<h2>Timeline</h2>") && page.contains("worker 0") && page.contains("<title>base: built"), "timeline bars");
+    assert!(page.contains("<h2>Critical path</h2>"));
+    // The critical path is the base -> mid -> top chain (base sleeps a second).
+    let critical = &page[page.find("<h2>Critical path</h2>").unwrap()..page.find("<h2>Slowest packages</h2>").unwrap()];
+    let order: Vec<usize> = ["<td>base</td>", "<td>mid</td>", "<td>top</td>"].iter().map(|n| critical.find(n).expect(n)).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{critical}");
+    assert!(page.contains("<h3>broken</h3>") && page.contains("widget missing"), "the failure with its log tail");
+
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let base = events.iter().find(|e| e["name"] == "base" && e["ph"] == "X").expect("a complete event for base");
+    assert!(base["dur"].as_i64().unwrap() >= 1_000_000, "microseconds: {base}");
+    assert!(events.iter().any(|e| e["name"] == "broken" && e["cat"] == "failed"));
+    // forge report renders any recorded run again.
+    let again = env.forge(&["report", env.path("again.html").to_str().unwrap()]);
+    assert_exit(&again, 0);
+    assert!(std::fs::read_to_string(env.path("again.html")).unwrap().contains("<title>base: built"));
+}

@@ -51,6 +51,12 @@ pub struct BuildArgs {
     /// build-path (the working directory is /build-check-N) and jobs ($FORGE_JOBS 1, then twice the usual)
     #[arg(long, value_name = "LIST", default_value = "all", requires = "check")]
     vary: String,
+    /// After the build, write its timeline as an HTML page (see forge report)
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+    /// After the build, write it as a Chrome trace (chrome://tracing, ui.perfetto.dev)
+    #[arg(long, value_name = "FILE.json")]
+    trace: Option<PathBuf>,
 }
 
 pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
@@ -113,6 +119,9 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         }
     }
     store.finish_run(run, code == EXIT_OK)?;
+    if args.report.is_some() || args.trace.is_some() {
+        super::report::write(&store, Some(run), args.report.as_deref(), args.trace.as_deref())?;
+    }
     super::exit_without_freeing(planned);
     Ok(code)
 }

@@ -17,6 +17,7 @@ mod prefetch;
 mod progress;
 mod push;
 mod record;
+mod report;
 mod serve;
 mod show;
 mod source;
@@ -107,6 +108,8 @@ enum Command {
     Status(status::StatusArgs),
     /// What happened to a package in past builds: result, time, peak memory, output size
     History(status::HistoryArgs),
+    /// Write a build run's timeline as an HTML page (and a Chrome trace)
+    Report(report::ReportArgs),
 }
 
 /// Entry point of the `forge` binary; returns the process exit status.
@@ -145,6 +148,7 @@ pub fn run() -> i32 {
         Command::WhyDepends(args) => graph::why_depends(args),
         Command::Status(args) => status::run(&cli.global, args),
         Command::History(args) => status::history(&cli.global, args),
+        Command::Report(args) => report::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,
