@@ -8,7 +8,7 @@
 //!
 //! The executor never prints: it reports [`Event`]s to an [`Observer`] (the CLI).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -37,6 +37,10 @@ pub struct Options {
     /// Nodes `--check` rebuilds after this run: their inputs are needed even when their own
     /// outputs are in the store.
     pub to_check: std::collections::HashSet<NodeId>,
+    /// Expected build time of each node in milliseconds (from recorded runs). When given,
+    /// ready nodes start longest-remaining-path first (critical path first); when empty, in
+    /// topological order.
+    pub expected_ms: Vec<u64>,
 }
 
 /// What a `--check` round changes that must not matter (docs/reproducibility.md); the
@@ -268,19 +272,10 @@ pub fn build(
             dependents[d].push(id);
         }
     }
-    // Ready nodes in topological order, so that output is stable and roughly breadth-first.
-    let position: Vec<usize> = {
-        let mut p = vec![0; n];
-        for (i, &id) in graph.topo_order().iter().enumerate() {
-            p[id] = i;
-        }
-        p
-    };
-    let mut ready: VecDeque<NodeId> = {
-        let mut r: Vec<NodeId> = (0..n).filter(|&i| needed[i] && waiting_on[i] == 0).collect();
-        r.sort_by_key(|&i| position[i]);
-        r.into()
-    };
+    let mut ready = ReadyQueue::new(graph, priorities(graph, &needed, &available, &dependents, &opts.expected_ms));
+    for id in (0..n).filter(|&i| needed[i] && waiting_on[i] == 0) {
+        ready.push(id);
+    }
 
     let memory_budget = total_memory();
     let mut memory_in_use: u64 = 0;
@@ -291,12 +286,12 @@ pub fn build(
     pool.in_place_scope(|scope| {
         loop {
             // Start whatever is ready and fits.
-            let mut deferred = VecDeque::new();
+            let mut deferred = Vec::new();
             while !stopping && running < opts.jobs.max(1) {
-                let Some(id) = ready.pop_front() else { break };
+                let Some(id) = ready.pop() else { break };
                 let need = graph.nodes[id].recipe.requirements.memory.unwrap_or(0);
                 if running > 0 && memory_in_use + need > memory_budget {
-                    deferred.push_back(id);
+                    deferred.push(id);
                     continue;
                 }
                 memory_in_use += need;
@@ -311,8 +306,9 @@ pub fn build(
                     let _ = tx.send((id, result));
                 });
             }
-            deferred.extend(ready.drain(..));
-            ready = deferred;
+            for id in deferred {
+                ready.push(id);
+            }
             if running == 0 {
                 break;
             }
@@ -326,7 +322,7 @@ pub fn build(
                     for &d in &dependents[id] {
                         waiting_on[d] -= 1;
                         if waiting_on[d] == 0 && results[d].is_none() {
-                            ready.push_back(d);
+                            ready.push(d);
                         }
                     }
                 }
@@ -355,6 +351,45 @@ pub fn build(
         })
         .collect();
     Ok(Report { results })
+}
+
+/// Each node's priority: the expected time from its start to the end of the longest chain of
+/// needed dependents after it (its "bottom level"); nodes already in the store cost nothing.
+/// All zero without expected times.
+fn priorities(graph: &Graph, needed: &[bool], available: &[bool], dependents: &[Vec<NodeId>], expected_ms: &[u64]) -> Vec<u64> {
+    let mut level = vec![0u64; graph.nodes.len()];
+    if expected_ms.is_empty() {
+        return level;
+    }
+    for &id in graph.topo_order().iter().rev().filter(|&&id| needed[id]) {
+        let own = if available[id] { 0 } else { expected_ms.get(id).copied().unwrap_or(0) };
+        level[id] = own + dependents[id].iter().map(|&d| level[d]).max().unwrap_or(0);
+    }
+    level
+}
+
+/// Ready nodes, highest priority first, then in topological order (so that output is stable
+/// and, without priorities, roughly breadth-first).
+struct ReadyQueue {
+    heap: std::collections::BinaryHeap<(u64, std::cmp::Reverse<usize>, NodeId)>,
+    priority: Vec<u64>,
+    position: Vec<usize>,
+}
+
+impl ReadyQueue {
+    fn new(graph: &Graph, priority: Vec<u64>) -> ReadyQueue {
+        let mut position = vec![0; graph.nodes.len()];
+        for (i, &id) in graph.topo_order().iter().enumerate() {
+            position[id] = i;
+        }
+        ReadyQueue { heap: Default::default(), priority, position }
+    }
+    fn push(&mut self, id: NodeId) {
+        self.heap.push((self.priority[id], std::cmp::Reverse(self.position[id]), id));
+    }
+    fn pop(&mut self) -> Option<NodeId> {
+        self.heap.pop().map(|(_, _, id)| id)
+    }
 }
 
 fn done_out(result: &Option<NodeResult>) -> Option<Digest> {

@@ -188,3 +188,39 @@ fn report_and_trace_show_the_timeline_critical_path_and_failures() {
     assert_exit(&again, 0);
     assert!(std::fs::read_to_string(env.path("again.html")).unwrap().contains("<title>base: built"));
 }
+
+#[test]
+fn recorded_durations_start_the_critical_path_first() {
+    let env = TestEnv::with_seed_sources();
+    let write = |round: u32| {
+        let recipe = |name: &str, secs: &str, deps: &str| {
+            let text = format!(
+                "[package]\nname = \"{name}\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"{deps}]\n[env]\nROUND = \"{round}\"\n[build]\nscript = 'sleep {secs}; mkdir -p $FORGE_OUT && echo {name} > $FORGE_OUT/done'\n"
+            );
+            env.write(&format!("pkgs/{name}.toml"), &text);
+        };
+        recipe("z-chain-1", "0.6", "");
+        recipe("z-chain-2", "0.6", ", \"z-chain-1\"");
+        for i in 1..=3 {
+            recipe(&format!("a-quick-{i}"), "0", "");
+        }
+        env.write("set.toml", &format!("[set]\nname = \"s\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()))
+    };
+    let first_started = |events: &[serde_json::Value]| -> String {
+        events.iter().find(|e| e["event"] == "started" && e["name"] != "seed" && e["name"] != "busybox-static").unwrap()["name"].as_str().unwrap().to_string()
+    };
+    let set = write(0);
+    let set = set.to_str().unwrap();
+    let (events, out) = env.build_json(&[set, "-j", "1"]);
+    assert_exit(&out, 0);
+    // No recorded times yet: dependency order, ties by name.
+    assert_eq!(first_started(&events), "a-quick-1");
+    write(1);
+    let (events, out) = env.build_json(&[set, "-j", "1", "--schedule", "topological"]);
+    assert_exit(&out, 0);
+    assert_eq!(first_started(&events), "a-quick-1");
+    write(2);
+    let (events, out) = env.build_json(&[set, "-j", "1"]);
+    assert_exit(&out, 0);
+    assert_eq!(first_started(&events), "z-chain-1", "the recorded 1.2 s chain goes first");
+}

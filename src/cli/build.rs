@@ -51,6 +51,10 @@ pub struct BuildArgs {
     /// build-path (the working directory is /build-check-N) and jobs ($FORGE_JOBS 1, then twice the usual)
     #[arg(long, value_name = "LIST", default_value = "all", requires = "check")]
     vary: String,
+    /// Which ready package starts first: critical-path (the longest expected chain of work
+    /// after it, from recorded build times) or topological (dependency order, ties by name)
+    #[arg(long, value_enum, default_value = "critical-path")]
+    schedule: Schedule,
     /// After the build, write its timeline as an HTML page (see forge report)
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
@@ -93,6 +97,10 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         build_jobs: args.build_jobs.unwrap_or(cpus).max(1),
         substituted,
         to_check: if args.check { graph.wanted().into_iter().collect() } else { Default::default() },
+        expected_ms: match args.schedule {
+            Schedule::CriticalPath => expected_times(&store, graph)?,
+            Schedule::Topological => Vec::new(),
+        },
     };
     let mode = if args.json { Mode::Json } else { progress::detect_mode() };
     let observer = progress::Reporter::new(mode, graph.nodes.len());
@@ -124,6 +132,26 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     }
     super::exit_without_freeing(planned);
     Ok(code)
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Schedule {
+    CriticalPath,
+    Topological,
+}
+
+/// Each node's expected build time: the median of its last five recorded builds; a package
+/// never built here counts as the mean of those known (0 when none is).
+fn expected_times(store: &crate::store::Store, graph: &crate::graph::Graph) -> Result<Vec<u64>, Failure> {
+    let mut known: Vec<Option<u64>> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let mut times = store.build_times(&node.recipe.name, 5)?;
+        times.sort_unstable();
+        known.push(times.get(times.len() / 2).map(|&t| t.max(0) as u64));
+    }
+    let values: Vec<u64> = known.iter().flatten().copied().collect();
+    let fallback = if values.is_empty() { 0 } else { values.iter().sum::<u64>() / values.len() as u64 };
+    Ok(known.into_iter().map(|t| t.unwrap_or(fallback)).collect())
 }
 
 /// What a run was asked for, as the user typed it: files, then `-p` names.
