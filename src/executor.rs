@@ -83,13 +83,40 @@ impl Realised {
 pub enum NodeResult {
     /// `peak_memory`: bytes, of the largest process of a build run now (when known).
     Done { out: Digest, how: Realised, duration: Duration, peak_memory: Option<u64> },
-    Failed { error: String, log: Option<PathBuf> },
+    Failed { error: String, log: Option<PathBuf>, category: Category },
     /// Not attempted: a dependency failed (named), or the run stopped after a failure.
     Skipped { reason: String },
     /// Not realised because nothing in this run needs it: a build-only input of outputs
     /// already in the store (see [`Graph::needed`]).
     NotNeeded,
 }
+
+/// What kind of failure ended a node (docs/observability.md, "Failures").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// The build script failed: a non-zero exit, a signal, its timeout.
+    Build,
+    /// A dependency failed, so this was not attempted (see [`NodeResult::Skipped`]).
+    Dependency,
+    /// The machine or forge could not do its part: sandbox setup, disk space, a source that
+    /// cannot be fetched, the store.
+    System,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Build => "build failure",
+            Category::Dependency => "dependency failure",
+            Category::System => "system failure",
+        }
+    }
+}
+
+/// The exit status a build script uses to say "this failure is transient, try again"
+/// (EX_TEMPFAIL of sysexits.h); retried when the recipe allows (`[requirements] retries`).
+pub const TRANSIENT_EXIT: i32 = 75;
 
 /// Progress reported while building; `node` indexes the graph.
 #[derive(Debug)]
@@ -435,7 +462,7 @@ fn realise(
 ) -> NodeResult {
     let started = Instant::now();
     let done = |out, how| NodeResult::Done { out, how, duration: started.elapsed(), peak_memory: None };
-    let failed = |error: String| NodeResult::Failed { error, log: None };
+    let failed = |error: String| NodeResult::Failed { error, log: None, category: Category::System };
     let recipe = &graph.nodes[id].recipe;
     let drv = &plan.drvs[id];
     let drv_hash = plan.drv_hashes[id];
@@ -519,7 +546,7 @@ fn realise(
                 Err(e) => failed(e.to_string()),
             }
         }
-        Err(BuildFailure { error, log }) => NodeResult::Failed { error, log },
+        Err(BuildFailure { error, log, category, .. }) => NodeResult::Failed { error, log, category },
     }
 }
 
@@ -541,11 +568,22 @@ pub(crate) fn input_layers(store: &Store, graph: &Graph, plan: &Plan, id: NodeId
 pub(crate) struct BuildFailure {
     pub error: String,
     pub log: Option<PathBuf>,
+    pub category: Category,
+    /// The script exited with [`TRANSIENT_EXIT`].
+    pub transient: bool,
+}
+
+impl BuildFailure {
+    /// The build script itself failed.
+    fn script(error: String, transient: bool) -> BuildFailure {
+        BuildFailure { error, log: None, category: Category::Build, transient }
+    }
 }
 
 impl<E: std::fmt::Display> From<E> for BuildFailure {
     fn from(e: E) -> Self {
-        BuildFailure { error: e.to_string(), log: None }
+        // Anything but the script's own failure: the store, the sandbox, the disk, a download.
+        BuildFailure { error: e.to_string(), log: None, category: Category::System, transient: false }
     }
 }
 
@@ -568,7 +606,25 @@ fn build_one(
     let log = record.log_path.clone();
     let started = Instant::now();
     let mut peak_memory = None;
-    let result = run_in_scratch(store, recipe, drv, layers, opts, &Variation::default(), observer, id, &log).and_then(|ran| {
+    let mut attempt = 0;
+    let ran = loop {
+        let result = run_in_scratch(store, recipe, drv, layers.clone(), opts, &Variation::default(), observer, id, &log);
+        match result {
+            Err(f) if f.transient && attempt < recipe.requirements.retries => {
+                // Back off exponentially: delay, 2 x delay, 4 x delay...
+                let delay = recipe.requirements.retry_delay.saturating_mul(1 << attempt.min(16));
+                attempt += 1;
+                let note = format!(
+                    "\nforge: {} (transient: exit {TRANSIENT_EXIT}); retry {attempt} of {} in {delay}s\n",
+                    f.error, recipe.requirements.retries
+                );
+                append_to_log(&log, &note);
+                std::thread::sleep(Duration::from_secs(delay));
+            }
+            other => break other,
+        }
+    };
+    let result = ran.and_then(|ran| {
         peak_memory = ran.peak_memory;
         let registration = Registration {
             drv_hash: *drv_hash,
@@ -642,12 +698,12 @@ pub(crate) fn run_in_scratch(
             let outcome = sandbox::run(&spec)?;
             match outcome.exit {
                 Exit::Success => Ok(Ran { _scratch: scratch, out_dir: outcome.out_dir, peak_memory: outcome.peak_memory }),
-                Exit::Failed(code) => Err(BuildFailure::from(format!("build script exited with status {code}"))),
-                Exit::Signaled(sig) => Err(BuildFailure::from(format!("build script killed by signal {sig}"))),
-                Exit::TimedOut => Err(BuildFailure::from(format!(
-                    "build exceeded its timeout of {}s ([requirements] timeout)",
-                    recipe.requirements.timeout.unwrap_or(0)
-                ))),
+                Exit::Failed(code) => Err(BuildFailure::script(format!("build script exited with status {code}"), code == TRANSIENT_EXIT)),
+                Exit::Signaled(sig) => Err(BuildFailure::script(format!("build script killed by signal {sig}"), false)),
+                Exit::TimedOut => Err(BuildFailure::script(
+                    format!("build exceeded its timeout of {}s ([requirements] timeout)", recipe.requirements.timeout.unwrap_or(0)),
+                    false,
+                )),
             }
         }
     }
@@ -711,6 +767,13 @@ fn check_disk(store: &Store, recipe: &Recipe) -> Result<(), BuildFailure> {
         .into());
     }
     Ok(())
+}
+
+fn append_to_log(log: &Path, text: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
+        let _ = file.write_all(text.as_bytes());
+    }
 }
 
 /// Physical memory, the budget for `[requirements] memory` of concurrent builds.

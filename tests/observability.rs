@@ -224,3 +224,38 @@ fn recorded_durations_start_the_critical_path_first() {
     assert_exit(&out, 0);
     assert_eq!(first_started(&events), "z-chain-1", "the recorded 1.2 s chain goes first");
 }
+
+#[test]
+fn failures_are_categorised_and_transient_ones_retried() {
+    let env = TestEnv::with_seed_sources();
+    let recipe = |name: &str, deps: &str, script: &str, requirements: &str| {
+        env.write(
+            &format!("pkgs/{name}.toml"),
+            &format!("[package]\nname = \"{name}\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"{deps}]\n[build]\nscript = '{script}'\n{requirements}"),
+        );
+    };
+    recipe("fails", "", "echo compiling; exit 2", "");
+    recipe("after", ", \"fails\"", "mkdir -p $FORGE_OUT", "");
+    recipe("flappy", "", "echo mirror unreachable; exit 75", "[requirements]\nretries = 2\nretry-delay = \"0s\"\n");
+    recipe("huge", "", "mkdir -p $FORGE_OUT", "[requirements]\ndisk = \"1000000T\"\n");
+    let set = env.write("set.toml", &format!("[set]\nname = \"f\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()));
+    let (events, out) = env.build_json(&[set.to_str().unwrap(), "-k"]);
+    assert_exit(&out, 1);
+    let category = |name: &str| with_event_named(&events, name)["category"].as_str().unwrap_or_default().to_string();
+    assert_eq!(category("fails"), "build");
+    assert_eq!(category("after"), "dependency");
+    assert_eq!(category("huge"), "system");
+    assert_eq!(category("flappy"), "build");
+    // The transient failure was tried three times in all, backing off between tries.
+    let log = stdout(&env.forge(&["log", "flappy"]));
+    assert_eq!(log.matches("mirror unreachable").count(), 3, "{log}");
+    assert!(log.contains("retry 1 of 2") && log.contains("retry 2 of 2"), "{log}");
+    // A non-transient failure is not retried.
+    assert_eq!(stdout(&env.forge(&["log", "fails"])).matches("compiling").count(), 1);
+    let plain = env.forge(&["build", set.to_str().unwrap(), "-k", "-p", "fails"]);
+    assert!(stderr(&plain).contains("error: fails failed (build failure): build script exited with status 2"), "{}", stderr(&plain));
+}
+
+fn with_event_named<'a>(events: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    events.iter().find(|e| e["name"] == name && (e["event"] == "failed" || e["event"] == "skipped")).unwrap_or_else(|| panic!("no failure event for {name}"))
+}

@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::emit_json;
-use crate::executor::{Event, NodeResult, Observer, Realised, Report};
+use crate::executor::{Category, Event, NodeResult, Observer, Realised, Report};
 use crate::graph::{Graph, NodeId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +153,7 @@ impl Observer for Reporter {
                         format!("built {name} in {:.1}s -> {}", duration.as_secs_f64(), out.short())
                     }
                     NodeResult::Done { .. } | NodeResult::NotNeeded => return,
-                    NodeResult::Failed { error, .. } => format!("FAILED {name}: {error}"),
+                    NodeResult::Failed { error, category, .. } => format!("FAILED {name}: {}: {error}", category.as_str()),
                     NodeResult::Skipped { reason } => format!("skipped {name}: {reason}"),
                 };
                 let text = if self.mode == Mode::Plain {
@@ -173,12 +173,12 @@ fn json_event(name: &str, drv: &str, result: &NodeResult) -> serde_json::Value {
             "event": how.as_str(), "name": name, "drv": drv, "out": out.to_hex(),
             "cutoff": *how == Realised::Cutoff, "seconds": duration.as_secs_f64(),
         }),
-        NodeResult::Failed { error, log } => json!({
-            "event": "failed", "name": name, "drv": drv, "out": null, "error": error,
+        NodeResult::Failed { error, log, category } => json!({
+            "event": "failed", "name": name, "drv": drv, "out": null, "error": error, "category": category,
             "log": log.as_ref().map(|l| l.display().to_string()),
         }),
         NodeResult::Skipped { reason } => json!({
-            "event": "skipped", "name": name, "drv": drv, "out": null, "reason": reason,
+            "event": "skipped", "name": name, "drv": drv, "out": null, "reason": reason, "category": Category::Dependency,
         }),
         NodeResult::NotNeeded => json!({
             "event": "not-needed", "name": name, "drv": drv, "out": null,
@@ -217,9 +217,9 @@ impl Counts {
 pub fn print_summary(graph: &Graph, report: &Report, counts: Counts) {
     let Counts { built, cached, substituted, failed, skipped, not_needed } = counts;
     for (node, result) in report.results.iter().enumerate() {
-        if let NodeResult::Failed { error, log } = result {
+        if let NodeResult::Failed { error, log, category } = result {
             let name = &graph.nodes[node].recipe.name;
-            eprintln!("\nerror: {name} failed: {error}");
+            eprintln!("\nerror: {name} failed ({}): {error}", category.as_str());
             if let Some(log) = log {
                 print_log_tail(log, 20);
                 eprintln!("full log: {} (or: forge log {name})", log.display());

@@ -71,9 +71,12 @@ impl Observer for Recorder<'_> {
                         out_hash: Some(*out),
                         ..node(name, drv)
                     },
-                    NodeResult::Failed { error, .. } => {
-                        RunNode { result: "failed".into(), finished_ms: Some(now), error: Some(error.clone()), ..node(name, drv) }
-                    }
+                    NodeResult::Failed { error, category, .. } => RunNode {
+                        result: "failed".into(),
+                        finished_ms: Some(now),
+                        error: Some(format!("{}: {error}", category.as_str())),
+                        ..node(name, drv)
+                    },
                     NodeResult::Skipped { reason } => {
                         RunNode { result: "skipped".into(), error: Some(reason.clone()), ..node(name, drv) }
                     }

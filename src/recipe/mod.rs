@@ -116,7 +116,7 @@ pub enum Action {
 }
 
 /// `[requirements]`: scheduling hints and limits; never part of any hash.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Requirements {
     /// Bytes of memory the build is expected to need at peak.
     pub memory: Option<u64>,
@@ -124,6 +124,19 @@ pub struct Requirements {
     pub disk: Option<u64>,
     /// Wall-clock limit in seconds; exceeding it fails the build.
     pub timeout: Option<u64>,
+    /// How many times a build whose script exits 75 (transient) is tried again.
+    pub retries: u32,
+    /// Seconds before the first retry; doubled before each next one.
+    pub retry_delay: u64,
+}
+
+/// Seconds before the first retry of a transient failure, unless `retry-delay` says.
+pub const DEFAULT_RETRY_DELAY: u64 = 10;
+
+impl Default for Requirements {
+    fn default() -> Requirements {
+        Requirements { memory: None, disk: None, timeout: None, retries: 0, retry_delay: DEFAULT_RETRY_DELAY }
+    }
 }
 
 /// What the user named on the command line, after loading.
@@ -264,8 +277,10 @@ pub enum ProblemKind {
     EmptyShell,
     #[error("invalid size {value} for `{key}`: use bytes or a number with K, M, G or T (powers of 1024), e.g. \"512M\", \"1.5G\"")]
     BadSize { key: &'static str, value: String },
-    #[error("invalid `timeout` {value}: use seconds or a number with s, m, h or d, e.g. \"90s\", \"30m\", \"2h\"")]
-    BadDuration { value: String },
+    #[error("invalid `{key}` {value}: use seconds or a number with s, m, h or d, e.g. \"90s\", \"30m\", \"2h\"")]
+    BadDuration { key: &'static str, value: String },
+    #[error("invalid `retries` {value}: a number of retries from 0 to 10")]
+    BadRetries { value: i64 },
     #[error("included file {} does not exist", path.display())]
     IncludeNotFound { path: PathBuf },
     #[error("include pattern {pattern:?} matches no file")]

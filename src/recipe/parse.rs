@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    stage, Action, DepRef, Location, Problem, ProblemKind, Recipe, Requirements, Source, SourceKind,
+    stage, Action, DepRef, DEFAULT_RETRY_DELAY, Location, Problem, ProblemKind, Recipe, Requirements, Source, SourceKind,
 };
 use crate::hash::Checksum;
 
@@ -155,6 +155,9 @@ struct RawRequirements {
     memory: Option<Spanned<Quantity>>,
     disk: Option<Spanned<Quantity>>,
     timeout: Option<Spanned<Quantity>>,
+    retries: Option<Spanned<i64>>,
+    #[serde(rename = "retry-delay")]
+    retry_delay: Option<Spanned<Quantity>>,
 }
 
 /// A requirement value: an integer, or a string with a unit.
@@ -587,6 +590,9 @@ fn validate_action(
     }
 }
 
+/// More retries than this is a loop, not a policy.
+const MAX_RETRIES: u32 = 10;
+
 fn validate_requirements(ctx: &mut FileCtx, raw: RawRequirements) -> Requirements {
     let mut size = |key: &'static str, value: Option<Spanned<Quantity>>| {
         let value = value?;
@@ -601,17 +607,27 @@ fn validate_requirements(ctx: &mut FileCtx, raw: RawRequirements) -> Requirement
     };
     let memory = size("memory", raw.memory);
     let disk = size("disk", raw.disk);
-    let timeout = raw.timeout.and_then(|value| {
+    let mut duration = |key: &'static str, value: Option<Spanned<Quantity>>| {
+        let value = value?;
         let parsed = match value.get_ref() {
             Quantity::Int(n) => u64::try_from(*n).ok(),
             Quantity::Text(text) => parse_duration(text),
         };
         if parsed.is_none() {
-            ctx.problem(&value.span(), ProblemKind::BadDuration { value: value.get_ref().to_string() });
+            ctx.problem(&value.span(), ProblemKind::BadDuration { key, value: value.get_ref().to_string() });
+        }
+        parsed
+    };
+    let timeout = duration("timeout", raw.timeout);
+    let retry_delay = duration("retry-delay", raw.retry_delay).unwrap_or(DEFAULT_RETRY_DELAY);
+    let retries = raw.retries.and_then(|value| {
+        let parsed = u32::try_from(*value.get_ref()).ok().filter(|&n| n <= MAX_RETRIES);
+        if parsed.is_none() {
+            ctx.problem(&value.span(), ProblemKind::BadRetries { value: *value.get_ref() });
         }
         parsed
     });
-    Requirements { memory, disk, timeout }
+    Requirements { memory, disk, timeout, retries: retries.unwrap_or(0), retry_delay }
 }
 
 /// `"512M"`, `"1.5G"`, `"4096"`: a decimal number and an optional unit K, M, G
