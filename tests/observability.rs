@@ -223,6 +223,21 @@ fn recorded_durations_start_the_critical_path_first() {
     let (events, out) = env.build_json(&[set, "-j", "1"]);
     assert_exit(&out, 0);
     assert_eq!(first_started(&events), "z-chain-1", "the recorded 1.2 s chain goes first");
+
+    // A package never built here, whose recipe says it takes 5 SBU, with z-chain-1 (0.6 s)
+    // as the SBU reference: expected 3 s, so it goes first.
+    let config = env.write("forge.toml", "sbu-reference = \"z-chain-1\"\n");
+    env.write(
+        "pkgs/b-hinted.toml",
+        "[package]\nname = \"b-hinted\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = 'mkdir -p $FORGE_OUT'\n[requirements]\nsbu = 5\n",
+    );
+    write(3);
+    let (events, out) = env.build_json(&[set, "-j", "1", "--config", config.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert_eq!(first_started(&events), "b-hinted", "5 SBU x 0.6 s beats the 1.2 s chain");
+    let rows = json_lines(&env.forge(&["history", "--json", "z-chain-1", "--config", config.to_str().unwrap()]).stdout);
+    let sbu = rows[0]["sbu"].as_f64().unwrap();
+    assert!((0.5..2.0).contains(&sbu), "the reference takes about 1 SBU: {sbu}");
 }
 
 #[test]

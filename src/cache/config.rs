@@ -29,6 +29,8 @@ pub struct Config {
     pub negative_ttl: Option<u64>,
     /// Substitute only outputs whose out hash this many distinct trusted keys signed.
     pub require_agreement: Option<usize>,
+    /// The package whose build time is 1 SBU on this machine (docs/observability.md).
+    pub sbu_reference: Option<String>,
 }
 
 impl Config {
@@ -56,6 +58,11 @@ impl Config {
             let at = line.map(|l| format!(":{l}")).unwrap_or_default();
             CacheError::Config(format!("{}{at}: {}", path.display(), e.message()))
         })
+    }
+
+    /// The SBU reference package: `sbu-reference`, else LFS's choice, binutils pass 1.
+    pub fn sbu_reference(&self) -> &str {
+        self.sbu_reference.as_deref().unwrap_or("binutils-pass1")
     }
 
     pub fn negative_ttl(&self) -> u64 {

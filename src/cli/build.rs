@@ -98,7 +98,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         substituted,
         to_check: if args.check { graph.wanted().into_iter().collect() } else { Default::default() },
         expected_ms: match args.schedule {
-            Schedule::CriticalPath => expected_times(&store, graph)?,
+            Schedule::CriticalPath => expected_times(&store, graph, global.config()?.sbu_reference())?,
             Schedule::Topological => Vec::new(),
         },
     };
@@ -140,14 +140,15 @@ enum Schedule {
     Topological,
 }
 
-/// Each node's expected build time: the median of its last five recorded builds; a package
-/// never built here counts as the mean of those known (0 when none is).
-fn expected_times(store: &crate::store::Store, graph: &crate::graph::Graph) -> Result<Vec<u64>, Failure> {
+/// Each node's expected build time: the median of its last five recorded builds; else its
+/// recipe's `sbu` hint times this machine's SBU (the reference package's median build time);
+/// else the mean of those known (0 when none is).
+fn expected_times(store: &crate::store::Store, graph: &crate::graph::Graph, sbu_reference: &str) -> Result<Vec<u64>, Failure> {
+    let unit = store.median_build_time(sbu_reference)?;
     let mut known: Vec<Option<u64>> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
-        let mut times = store.build_times(&node.recipe.name, 5)?;
-        times.sort_unstable();
-        known.push(times.get(times.len() / 2).map(|&t| t.max(0) as u64));
+        let hinted = node.recipe.requirements.sbu.zip(unit).map(|(sbu, unit)| (sbu * unit as f64) as u64);
+        known.push(store.median_build_time(&node.recipe.name)?.or(hinted));
     }
     let values: Vec<u64> = known.iter().flatten().copied().collect();
     let fallback = if values.is_empty() { 0 } else { values.iter().sum::<u64>() / values.len() as u64 };

@@ -114,7 +114,7 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode]) -> Result<Build
     // Remaining work: queued packages' expected times, plus what running ones have left.
     let mut remaining_ms = 0i64;
     for n in nodes.iter().filter(|n| matches!(n.result.as_str(), "queued" | "running")) {
-        let expected = expected_ms(store, &n.name)?.or(average.map(|a| (a * 1000.0) as i64)).unwrap_or(0);
+        let expected = store.median_build_time(&n.name)?.map(|t| t as i64).or(average.map(|a| (a * 1000.0) as i64)).unwrap_or(0);
         let elapsed = n.started_ms.map(|s| now - s).unwrap_or(0);
         remaining_ms += (expected - elapsed).max(0);
     }
@@ -138,13 +138,6 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode]) -> Result<Build
         average_package_seconds: average,
         estimated_completion_ms: estimate,
     })
-}
-
-/// The median of a package's last five build times, if it was ever built in a recorded run.
-fn expected_ms(store: &Store, name: &str) -> Result<Option<i64>, Failure> {
-    let mut times = store.build_times(name, 5)?;
-    times.sort_unstable();
-    Ok(times.get(times.len() / 2).copied())
 }
 
 /// `Some(stopped)` for a live process, `None` for one that is gone.
@@ -175,11 +168,14 @@ pub struct HistoryArgs {
 pub fn history(global: &GlobalArgs, args: HistoryArgs) -> CliResult {
     let store = global.open_store()?;
     let rows = store.node_history(&args.name, args.limit)?;
+    let reference = global.config()?.sbu_reference().to_string();
+    let unit = store.median_build_time(&reference)?.filter(|&u| u > 0);
+    let sbu = |n: &RunNode| Some(n.duration_ms()? as f64 / unit? as f64);
     if rows.is_empty() {
         return Err(Failure::usage(format!("{} was in no recorded build run of this store", args.name)));
     }
     if !args.json {
-        println!("{:<6} {:<17} {:<12} {:>9} {:>10} {:>10}  {:<14} DRV", "RUN", "WHEN (UTC)", "RESULT", "SECONDS", "PEAK MEM", "OUT SIZE", "OUT");
+        println!("{:<6} {:<17} {:<12} {:>9} {:>6} {:>10} {:>10}  {:<14} DRV", "RUN", "WHEN (UTC)", "RESULT", "SECONDS", "SBU", "PEAK MEM", "OUT SIZE", "OUT");
     }
     for (run_id, run_started, n) in &rows {
         if args.json {
@@ -187,6 +183,7 @@ pub fn history(global: &GlobalArgs, args: HistoryArgs) -> CliResult {
             v["run"] = json!(run_id);
             v["run_started_ms"] = json!(run_started);
             v["seconds"] = json!(n.duration_ms().map(|d| d as f64 / 1000.0));
+            v["sbu"] = json!(sbu(n));
             emit_json(v);
             continue;
         }
@@ -196,7 +193,11 @@ pub fn history(global: &GlobalArgs, args: HistoryArgs) -> CliResult {
         let out = n.out_hash.map(|o| o.short()).unwrap_or_else(|| "-".into());
         let when = super::audit_report::utc(run_started / 1000);
         let when = when.trim_end_matches(" UTC");
-        println!("{:<6} {:<17} {:<12} {:>9} {:>10} {:>10}  {:<14} {}", run_id, when, n.result, secs, mem, size, out, n.drv_hash.short());
+        let sbus = sbu(n).filter(|_| n.result == "built").map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
+        println!("{:<6} {:<17} {:<12} {:>9} {:>6} {:>10} {:>10}  {:<14} {}", run_id, when, n.result, secs, sbus, mem, size, out, n.drv_hash.short());
+    }
+    if !args.json && unit.is_none() {
+        println!("(SBU: no recorded build of {reference}, the reference package, in this store; set sbu-reference in the config)");
     }
     Ok(EXIT_OK)
 }

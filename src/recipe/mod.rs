@@ -116,7 +116,7 @@ pub enum Action {
 }
 
 /// `[requirements]`: scheduling hints and limits; never part of any hash.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Requirements {
     /// Bytes of memory the build is expected to need at peak.
     pub memory: Option<u64>,
@@ -128,6 +128,9 @@ pub struct Requirements {
     pub retries: u32,
     /// Seconds before the first retry; doubled before each next one.
     pub retry_delay: u64,
+    /// Expected build time in SBU (multiples of the reference package's build time, as the
+    /// LFS book gives them): the scheduler's guess before this machine has built it.
+    pub sbu: Option<f64>,
 }
 
 /// Seconds before the first retry of a transient failure, unless `retry-delay` says.
@@ -135,7 +138,7 @@ pub const DEFAULT_RETRY_DELAY: u64 = 10;
 
 impl Default for Requirements {
     fn default() -> Requirements {
-        Requirements { memory: None, disk: None, timeout: None, retries: 0, retry_delay: DEFAULT_RETRY_DELAY }
+        Requirements { memory: None, disk: None, timeout: None, retries: 0, retry_delay: DEFAULT_RETRY_DELAY, sbu: None }
     }
 }
 
@@ -281,6 +284,8 @@ pub enum ProblemKind {
     BadDuration { key: &'static str, value: String },
     #[error("invalid `retries` {value}: a number of retries from 0 to 10")]
     BadRetries { value: i64 },
+    #[error("invalid `sbu` {value}: a positive number of SBU, e.g. 0.5 or 12")]
+    BadSbu { value: f64 },
     #[error("included file {} does not exist", path.display())]
     IncludeNotFound { path: PathBuf },
     #[error("include pattern {pattern:?} matches no file")]

@@ -158,6 +158,7 @@ struct RawRequirements {
     retries: Option<Spanned<i64>>,
     #[serde(rename = "retry-delay")]
     retry_delay: Option<Spanned<Quantity>>,
+    sbu: Option<Spanned<f64>>,
 }
 
 /// A requirement value: an integer, or a string with a unit.
@@ -627,7 +628,15 @@ fn validate_requirements(ctx: &mut FileCtx, raw: RawRequirements) -> Requirement
         }
         parsed
     });
-    Requirements { memory, disk, timeout, retries: retries.unwrap_or(0), retry_delay }
+    let sbu = raw.sbu.and_then(|value| {
+        let sbu = *value.get_ref();
+        let valid = sbu.is_finite() && sbu > 0.0 && sbu < 100_000.0;
+        if !valid {
+            ctx.problem(&value.span(), ProblemKind::BadSbu { value: sbu });
+        }
+        valid.then_some(sbu)
+    });
+    Requirements { memory, disk, timeout, retries: retries.unwrap_or(0), retry_delay, sbu }
 }
 
 /// `"512M"`, `"1.5G"`, `"4096"`: a decimal number and an optional unit K, M, G

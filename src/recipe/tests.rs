@@ -73,6 +73,7 @@ disk = 1024
 timeout = "2h"
 retries = 3
 retry-delay = "1m"
+sbu = 2
 "#
         ),
     );
@@ -99,7 +100,7 @@ retry-delay = "1m"
     assert_eq!(r.runtime_deps[0].name, "zlib");
     assert_eq!(r.env["LFS_TGT"], "x86_64-lfs-linux-gnu");
     assert_eq!(r.action, Action::Build { script: "make".into(), shell: vec!["/bin/bash".into(), "-c".into()] });
-    assert_eq!(r.requirements, Requirements { memory: Some(3 << 29), disk: Some(1024), timeout: Some(7200), retries: 3, retry_delay: 60 });
+    assert_eq!(r.requirements, Requirements { memory: Some(3 << 29), disk: Some(1024), timeout: Some(7200), retries: 3, retry_delay: 60, sbu: Some(2.0) });
     let warnings = loaded.warnings();
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].ends_with("pkg.toml:14:1: md5 only, pin a sha256 (`forge prefetch` computes it)"), "{}", warnings[0]);
@@ -177,6 +178,8 @@ timeout = "soon"
 fn retries_are_bounded() {
     let errors = load_one(&format!("{}[requirements]\nretries = 50\n", recipe_text("a", ""))).unwrap_err();
     assert_eq!(errors, ["r.toml:11:11: invalid `retries` 50: a number of retries from 0 to 10"]);
+    let errors = load_one(&format!("{}[requirements]\nsbu = -1.5\n", recipe_text("a", ""))).unwrap_err();
+    assert_eq!(errors, ["r.toml:11:7: invalid `sbu` -1.5: a positive number of SBU, e.g. 0.5 or 12"]);
     let r = load_one(&recipe_text("a", "")).unwrap();
     assert_eq!((r.recipes[0].requirements.retries, r.recipes[0].requirements.retry_delay), (0, 10));
 }

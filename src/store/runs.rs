@@ -175,6 +175,14 @@ impl Store {
     }
 
     /// Rows of `NODE_COLUMNS`, optionally followed by a run id and its start (else 0, 0).
+    /// The median of `name`'s last five recorded build times, in milliseconds: what it is
+    /// expected to take next time (and, for the SBU reference package, what 1 SBU is here).
+    pub fn median_build_time(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let mut times = self.build_times(name, 5)?;
+        times.sort_unstable();
+        Ok(times.get(times.len() / 2).map(|&t| t.max(0) as u64))
+    }
+
     fn query_nodes(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(RunId, i64, RunNode)>, StoreError> {
         let rows: Vec<(RawNode, RunId, i64)> = self.db.read("read run nodes", |c| {
             let mut stmt = c.prepare_cached(sql)?;
