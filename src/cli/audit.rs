@@ -7,23 +7,17 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use super::{emit_json, load_and_plan, CliResult, Failure, GlobalArgs, EXIT_FAILED, EXIT_OK};
+use super::{emit_json, CliResult, Failure, GlobalArgs, EXIT_FAILED, EXIT_OK};
 use crate::audit::{self, PackageAudit, Verdict};
 use crate::cache::remote;
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
-    /// Recipe or set files whose packages are audited
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
+    #[command(flatten)]
+    targets: super::Targets,
     /// Compare with this cache (repeatable) [default: the config's substituters]
     #[arg(long = "against", value_name = "URL")]
     against: Vec<String>,
-    /// Audit only these packages and what they depend on
-    #[arg(short, long = "package", value_name = "NAME")]
-    packages: Vec<String>,
-    #[command(flatten)]
-    overlays: super::OverlayArgs,
     /// Trust realisations signed by this key, NAME:BASE64 (repeatable; added to the config's)
     #[arg(long = "trusted-key", value_name = "KEY")]
     trusted_keys: Vec<String>,
@@ -39,7 +33,7 @@ pub struct AuditArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: AuditArgs) -> CliResult {
-    let planned = load_and_plan(&args.files, &args.packages, &args.overlays)?;
+    let planned = args.targets.plan()?;
     let store = global.open_store()?;
     let config = global.config()?;
     let urls: Vec<&String> = if args.against.is_empty() { config.substituters.iter().collect() } else { args.against.iter().collect() };

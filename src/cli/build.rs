@@ -7,21 +7,15 @@ use clap::Args;
 use serde_json::json;
 
 use super::progress::{self, Mode};
-use super::{emit_json, load_and_plan, CliResult, Failure, GlobalArgs, EXIT_FAILED, EXIT_OK};
+use super::{emit_json, CliResult, Failure, GlobalArgs, EXIT_FAILED, EXIT_OK};
 use crate::check::{self, CheckEvent, CheckPlan, NodeCheck, Verdict};
 use crate::executor::{self, NodeResult, Options, Report, Status};
 use crate::graph::NodeId;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Recipe or set files to build
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
-    /// Build only these packages (and what they depend on) out of FILEs
-    #[arg(short, long = "package", value_name = "NAME")]
-    packages: Vec<String>,
     #[command(flatten)]
-    overlays: super::OverlayArgs,
+    targets: super::Targets,
     /// Number of builds to run at once [default: number of CPUs]
     #[arg(short, long, value_name = "N")]
     jobs: Option<usize>,
@@ -71,7 +65,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         }
         false => None,
     };
-    let planned = load_and_plan(&args.files, &args.packages, &args.overlays)?;
+    let planned = args.targets.plan()?;
     let store = global.open_store()?;
     let (graph, plan) = (&planned.graph, &planned.plan);
 
@@ -110,7 +104,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     let report = executor::build(&store, graph, plan, &opts, &recorder)?;
     observer.finish();
 
-    record_roots(&store, graph, &report, &args.packages)?;
+    record_roots(&store, graph, &report, &args.targets.packages)?;
 
     let counts = progress::Counts::of(&report);
     if args.json {
@@ -157,8 +151,8 @@ fn expected_times(store: &crate::store::Store, graph: &crate::graph::Graph, sbu_
 
 /// What a run was asked for, as the user typed it: files, then `-p` names.
 fn describe_targets(args: &BuildArgs) -> String {
-    let files = args.files.iter().map(|f| f.display().to_string());
-    let packages = args.packages.iter().map(|p| format!("-p {p}"));
+    let files = args.targets.files.iter().map(|f| f.display().to_string());
+    let packages = args.targets.packages.iter().map(|p| format!("-p {p}"));
     files.chain(packages).collect::<Vec<_>>().join(" ")
 }
 

@@ -17,21 +17,15 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct GraphArgs {
-    /// Recipe or set files
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
-    /// Only these packages and what they depend on
-    #[arg(short, long = "package", value_name = "NAME")]
-    packages: Vec<String>,
     #[command(flatten)]
-    overlays: super::OverlayArgs,
+    targets: super::Targets,
     /// dot (Graphviz: build dependencies solid, runtime dashed) or json
     #[arg(long, value_enum, default_value = "dot")]
     format: Format,
 }
 
 pub fn run(args: GraphArgs) -> CliResult {
-    let planned = load_and_plan(&args.files, &args.packages, &args.overlays)?;
+    let planned = args.targets.plan()?;
     let (graph, plan) = (&planned.graph, &planned.plan);
     let name = |id: usize| graph.nodes[id].recipe.name.as_str();
     match args.format {

@@ -199,6 +199,26 @@ impl GlobalArgs {
     }
 }
 
+/// What a command works on: recipe or set FILEs, optionally narrowed with `-p NAME`, with
+/// overlays applied.
+#[derive(Args, Debug)]
+pub struct Targets {
+    /// Recipe or set files
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Only these packages and what they depend on (repeatable)
+    #[arg(short, long = "package", value_name = "NAME")]
+    pub packages: Vec<String>,
+    #[command(flatten)]
+    pub overlays: OverlayArgs,
+}
+
+impl Targets {
+    pub fn plan(&self) -> Result<Planned, Failure> {
+        load_and_plan(&self.files, &self.packages, &self.overlays)
+    }
+}
+
 /// `--overlay FILE` (repeatable): override packages' version, sources, patches and env.
 #[derive(Args, Debug, Clone, Default)]
 pub struct OverlayArgs {

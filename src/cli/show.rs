@@ -1,23 +1,16 @@
 //! `forge show FILE...`: each node's name, version, drv hash, out hash and status.
 
-use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
 
-use super::{emit_json, load_and_plan, CliResult, GlobalArgs, EXIT_OK};
+use super::{emit_json, CliResult, GlobalArgs, EXIT_OK};
 use crate::executor::{self, Status};
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// Recipe or set files
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
-    /// Show only these packages and what they depend on
-    #[arg(short, long = "package", value_name = "NAME")]
-    packages: Vec<String>,
     #[command(flatten)]
-    overlays: super::OverlayArgs,
+    targets: super::Targets,
     /// One JSON object per node on stdout
     #[arg(long)]
     json: bool,
@@ -26,7 +19,7 @@ pub struct ShowArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: ShowArgs) -> CliResult {
-    let planned = load_and_plan(&args.files, &args.packages, &args.overlays)?;
+    let planned = args.targets.plan()?;
     let store = global.open_store()?;
     let (graph, plan) = (&planned.graph, &planned.plan);
     let substitutable: std::collections::HashMap<usize, crate::hash::Digest> = match args.substitute.resolve(global)? {
