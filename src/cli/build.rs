@@ -84,6 +84,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     };
     let helper_exe = std::env::current_exe()
         .map_err(|e| Failure::failed(format!("cannot locate the forge binary to run the sandbox: {e}")))?;
+    let expected = expected_times(&store, graph, global.config()?.sbu_reference())?;
     let opts = Options {
         jobs: args.jobs.unwrap_or(cpus).max(1),
         keep_going: args.keep_going,
@@ -92,7 +93,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         substituted,
         to_check: if args.check { graph.wanted().into_iter().collect() } else { Default::default() },
         expected_ms: match args.schedule {
-            Schedule::CriticalPath => expected_times(&store, graph, global.config()?.sbu_reference())?,
+            Schedule::CriticalPath => expected.clone(),
             Schedule::Topological => Vec::new(),
         },
     };
@@ -100,6 +101,8 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     let observer = progress::Reporter::new(mode, graph.nodes.len());
     let run = store.begin_run(&describe_targets(&args), graph.nodes.len(), opts.jobs)?;
     let status = super::record::plan_status(&store, graph, plan);
+    let to_build = status.iter().enumerate().filter(|(_, s)| matches!(s, Status::ToBuild(_)));
+    observer.expect(to_build.map(|(id, _)| (id, expected[id])), opts.jobs);
     let recorder = super::record::Recorder::new(&store, run, graph, plan, &status, &observer);
     let report = executor::build(&store, graph, plan, &opts, &recorder)?;
     observer.finish();

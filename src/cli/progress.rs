@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
 
 use super::emit_json;
@@ -36,6 +36,28 @@ pub struct Reporter {
     mode: Mode,
     total: usize,
     state: Mutex<State>,
+    eta: Arc<Mutex<Eta>>,
+}
+
+/// The remaining-work model behind the live ETA, the same as `forge status` uses: each package
+/// still to build is expected to take its recorded median time, minus what a running one has
+/// spent, spread over the jobs.
+#[derive(Default)]
+struct Eta {
+    jobs: u64,
+    queued: HashMap<NodeId, u64>,
+    running: HashMap<NodeId, (Instant, u64)>,
+}
+
+impl Eta {
+    fn remaining(&self) -> Option<Duration> {
+        if self.queued.values().chain(self.running.values().map(|(_, e)| e)).all(|&e| e == 0) {
+            return None; // nothing recorded yet: no basis for an estimate
+        }
+        let running: u64 = self.running.values().map(|(start, e)| e.saturating_sub(start.elapsed().as_millis() as u64)).sum();
+        let work = self.queued.values().sum::<u64>() + running;
+        Some(Duration::from_millis(work / self.jobs.max(1)))
+    }
 }
 
 struct State {
@@ -49,19 +71,48 @@ struct State {
 
 impl Reporter {
     pub fn new(mode: Mode, total: usize) -> Reporter {
+        let eta = Arc::new(Mutex::new(Eta::default()));
         let (multi, overall) = if mode == Mode::Terminal {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
             let bar = multi.add(ProgressBar::new(total as u64));
-            bar.set_style(
-                ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} done, ETA {eta}  {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
+            let model = Arc::clone(&eta);
+            let style = ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} done, ETA {recorded_eta}  {msg}")
+                .map(|s| {
+                    s.with_key("recorded_eta", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let remaining = model.lock().ok().and_then(|m| m.remaining()).unwrap_or_else(|| state.eta());
+                        let _ = write!(w, "{}", HumanDuration(remaining));
+                    })
+                })
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(250));
             (Some(multi), Some(bar))
         } else {
             (None, None)
         };
-        Reporter { mode, total, state: Mutex::new(State { finished: 0, multi, overall, running: HashMap::new(), fetch_lines: HashMap::new() }) }
+        Reporter {
+            mode,
+            total,
+            state: Mutex::new(State { finished: 0, multi, overall, running: HashMap::new(), fetch_lines: HashMap::new() }),
+            eta,
+        }
+    }
+
+    /// What the ETA expects: the nodes to build, each with its expected milliseconds.
+    pub fn expect(&self, to_build: impl IntoIterator<Item = (NodeId, u64)>, jobs: usize) {
+        if let Ok(mut eta) = self.eta.lock() {
+            eta.jobs = jobs as u64;
+            eta.queued = to_build.into_iter().collect();
+        }
+    }
+
+    fn track(&self, node: NodeId, started: bool) {
+        if let Ok(mut eta) = self.eta.lock() {
+            let expected = eta.queued.remove(&node).or_else(|| eta.running.remove(&node).map(|(_, e)| e));
+            if let (true, Some(expected)) = (started, expected) {
+                eta.running.insert(node, (Instant::now(), expected));
+            }
+        }
     }
 
     /// Clear the live display before the summary is printed.
@@ -87,6 +138,11 @@ impl Reporter {
 
 impl Observer for Reporter {
     fn event(&self, event: Event<'_>) {
+        match &event {
+            Event::Started { node, .. } => self.track(*node, true),
+            Event::Finished { node, .. } => self.track(*node, false),
+            _ => {}
+        }
         let Ok(mut state) = self.state.lock() else { return };
         match event {
             Event::Started { node, name, drv, .. } => match self.mode {
