@@ -74,6 +74,9 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     }
 
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = args.jobs.unwrap_or(cpus).max(1);
+    // Recorded from here, so that `forge status` shows the run while it substitutes.
+    let run = store.begin_run(&describe_targets(&args), graph.nodes.len(), jobs)?;
     let substituted = match args.substitute.resolve(global)? {
         Some(sub) => {
             let offers = super::substitute::needed_offers(&store, &planned, &sub)?;
@@ -86,7 +89,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         .map_err(|e| Failure::failed(format!("cannot locate the forge binary to run the sandbox: {e}")))?;
     let expected = expected_times(&store, graph, global.config()?.sbu_reference())?;
     let opts = Options {
-        jobs: args.jobs.unwrap_or(cpus).max(1),
+        jobs,
         keep_going: args.keep_going,
         helper_exe,
         build_jobs: args.build_jobs.unwrap_or(cpus).max(1),
@@ -99,7 +102,6 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     };
     let mode = if args.json { Mode::Json } else { progress::detect_mode() };
     let observer = progress::Reporter::new(mode, graph.nodes.len());
-    let run = store.begin_run(&describe_targets(&args), graph.nodes.len(), opts.jobs)?;
     let status = super::record::plan_status(&store, graph, plan);
     let to_build = status.iter().enumerate().filter(|(_, s)| matches!(s, Status::ToBuild(_)));
     observer.expect(to_build.map(|(id, _)| (id, expected[id])), opts.jobs);
