@@ -107,6 +107,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     observer.expect(to_build.map(|(id, _)| (id, expected[id])), opts.jobs);
     let recorder = super::record::Recorder::new(&store, run, graph, plan, &status, &observer);
     let report = executor::build(&store, graph, plan, &opts, &recorder)?;
+    recorder.flush();
     observer.finish();
 
     record_roots(&store, graph, &report, &args.targets.packages)?;
@@ -143,12 +144,16 @@ enum Schedule {
 /// recipe's `sbu` hint times this machine's SBU (the reference package's median build time);
 /// else the mean of those known (0 when none is).
 fn expected_times(store: &crate::store::Store, graph: &crate::graph::Graph, sbu_reference: &str) -> Result<Vec<u64>, Failure> {
-    let unit = store.median_build_time(sbu_reference)?;
-    let mut known: Vec<Option<u64>> = Vec::with_capacity(graph.nodes.len());
-    for node in &graph.nodes {
-        let hinted = node.recipe.requirements.sbu.zip(unit).map(|(sbu, unit)| (sbu * unit as f64) as u64);
-        known.push(store.median_build_time(&node.recipe.name)?.or(hinted));
-    }
+    let recorded = store.median_build_times()?;
+    let unit = recorded.get(sbu_reference).copied();
+    let known: Vec<Option<u64>> = graph
+        .nodes
+        .iter()
+        .map(|node| {
+            let hinted = node.recipe.requirements.sbu.zip(unit).map(|(sbu, unit)| (sbu * unit as f64) as u64);
+            recorded.get(&node.recipe.name).copied().or(hinted)
+        })
+        .collect();
     let values: Vec<u64> = known.iter().flatten().copied().collect();
     let fallback = if values.is_empty() { 0 } else { values.iter().sum::<u64>() / values.len() as u64 };
     Ok(known.into_iter().map(|t| t.unwrap_or(fallback)).collect())

@@ -2,11 +2,16 @@
 //! that writes each node's start and result to `run_nodes`, then passes the event on to the
 //! progress display. What it records is what `forge status`, `forge history` and
 //! `forge report` read.
+//!
+//! Nodes that did not run (cached, not needed, skipped) are written in batches, together with
+//! the next node that starts or ends a build and at the end: a no-op build of 10,000 nodes
+//! must not cost 10,000 transactions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use crate::derivation::Plan;
-use crate::executor::{self, Event, NodeResult, Observer, Status};
+use crate::executor::{self, Event, NodeResult, Observer, Realised, Status};
 use crate::graph::Graph;
 use crate::store::{now_ms, RunId, RunNode, Store};
 
@@ -15,22 +20,44 @@ pub struct Recorder<'a> {
     run: RunId,
     inner: &'a dyn Observer,
     warned: AtomicBool,
+    pending: Mutex<Vec<RunNode>>,
 }
+
+/// Pending rows written at once when this many have accumulated.
+const BATCH: usize = 1000;
 
 impl<'a> Recorder<'a> {
     /// Start recording run `run`: the nodes that will be built are entered as `queued`.
     pub fn new(store: &'a Store, run: RunId, graph: &Graph, plan: &Plan, status: &[Status], inner: &'a dyn Observer) -> Recorder<'a> {
-        let recorder = Recorder { store, run, inner, warned: AtomicBool::new(false) };
-        for (id, s) in status.iter().enumerate() {
-            if matches!(s, Status::ToBuild(_)) {
-                recorder.record(RunNode { result: "queued".into(), ..node(&graph.nodes[id].recipe.name, &plan.drv_hashes[id]) });
-            }
-        }
+        let recorder = Recorder { store, run, inner, warned: AtomicBool::new(false), pending: Mutex::new(Vec::new()) };
+        let queued: Vec<RunNode> = (0..status.len())
+            .filter(|&id| matches!(status[id], Status::ToBuild(_)))
+            .map(|id| RunNode { result: "queued".into(), ..node(&graph.nodes[id].recipe.name, &plan.drv_hashes[id]) })
+            .collect();
+        recorder.write(&queued);
         recorder
     }
 
-    fn record(&self, node: RunNode) {
-        if let Err(e) = self.store.record_run_node(self.run, &node) {
+    /// Record `row` with everything pending now (`urgent`: a build started or ended), or
+    /// later in a batch.
+    fn record(&self, row: RunNode, urgent: bool) {
+        let Ok(mut pending) = self.pending.lock() else { return };
+        pending.push(row);
+        if urgent || pending.len() >= BATCH {
+            let rows = std::mem::take(&mut *pending);
+            drop(pending);
+            self.write(&rows);
+        }
+    }
+
+    /// Write what is pending (at the end of the run).
+    pub fn flush(&self) {
+        let rows = self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        self.write(&rows);
+    }
+
+    fn write(&self, rows: &[RunNode]) {
+        if let Err(e) = self.store.record_run_nodes(self.run, rows) {
             // Recording is for observability: a failure to write it never fails the build.
             if !self.warned.swap(true, Ordering::Relaxed) {
                 eprintln!("forge: warning: cannot record this run's progress in the store ({e}); the build goes on");
@@ -58,7 +85,7 @@ impl Observer for Recorder<'_> {
     fn event(&self, event: Event<'_>) {
         match &event {
             Event::Started { name, drv, worker, .. } => {
-                self.record(RunNode { result: "running".into(), started_ms: Some(now_ms()), worker: Some(*worker as u64), ..node(name, drv) });
+                self.record(RunNode { result: "running".into(), started_ms: Some(now_ms()), worker: Some(*worker as u64), ..node(name, drv) }, true);
             }
             Event::Finished { name, drv, result, .. } => {
                 let now = now_ms();
@@ -82,7 +109,8 @@ impl Observer for Recorder<'_> {
                     }
                     NodeResult::NotNeeded => RunNode { result: "not-needed".into(), ..node(name, drv) },
                 };
-                self.record(recorded);
+                let ran = matches!(result, NodeResult::Done { how: Realised::Built, .. } | NodeResult::Failed { .. });
+                self.record(recorded, ran);
             }
             Event::Waiting { .. } | Event::Fetching { .. } => {}
         }

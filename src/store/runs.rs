@@ -80,6 +80,11 @@ fn node_row(r: &Row) -> rusqlite::Result<RawNode> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
 }
 
+fn median(mut times: Vec<i64>) -> Option<u64> {
+    times.sort_unstable();
+    times.get(times.len() / 2).map(|&t| t.max(0) as u64)
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -97,31 +102,35 @@ impl Store {
         })
     }
 
-    /// Record (or update) what happened to one node of `run`. `out_size` is looked up from
-    /// the object when the node has an output.
-    pub fn record_run_node(&self, run: RunId, node: &RunNode) -> Result<(), StoreError> {
-        let out = node.out_hash.map(|o| o.to_hex());
-        self.db.write("record a run's node", |tx| {
-            tx.prepare_cached(
+    /// Record (or update) what happened to nodes of `run`, in one transaction. `out_size` is
+    /// looked up from the object when a node has an output.
+    pub fn record_run_nodes(&self, run: RunId, nodes: &[RunNode]) -> Result<(), StoreError> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        self.db.write("record a run's nodes", |tx| {
+            let mut stmt = tx.prepare_cached(
                 "INSERT INTO run_nodes (run_id, name, drv_hash, result, started_ms, finished_ms, worker, peak_memory, out_hash, out_size, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT size FROM objects WHERE out_hash = ?9), ?10)
                  ON CONFLICT (run_id, name) DO UPDATE SET result = excluded.result,
                    started_ms = COALESCE(run_nodes.started_ms, excluded.started_ms), finished_ms = excluded.finished_ms,
                    worker = COALESCE(excluded.worker, run_nodes.worker), peak_memory = excluded.peak_memory,
                    out_hash = excluded.out_hash, out_size = excluded.out_size, error = excluded.error",
-            )?
-            .execute(params![
-                run,
-                node.name,
-                node.drv_hash.to_hex(),
-                node.result,
-                node.started_ms,
-                node.finished_ms,
-                node.worker.map(|w| w as i64),
-                node.peak_memory.map(|m| m as i64),
-                out,
-                node.error
-            ])?;
+            )?;
+            for node in nodes {
+                stmt.execute(params![
+                    run,
+                    node.name,
+                    node.drv_hash.to_hex(),
+                    node.result,
+                    node.started_ms,
+                    node.finished_ms,
+                    node.worker.map(|w| w as i64),
+                    node.peak_memory.map(|m| m as i64),
+                    node.out_hash.map(|o| o.to_hex()),
+                    node.error
+                ])?;
+            }
             Ok(())
         })
     }
@@ -178,9 +187,28 @@ impl Store {
     /// The median of `name`'s last five recorded build times, in milliseconds: what it is
     /// expected to take next time (and, for the SBU reference package, what 1 SBU is here).
     pub fn median_build_time(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        let mut times = self.build_times(name, 5)?;
-        times.sort_unstable();
-        Ok(times.get(times.len() / 2).map(|&t| t.max(0) as u64))
+        Ok(median(self.build_times(name, 5)?))
+    }
+
+    /// [`Store::median_build_time`] of every package ever built in a recorded run, in one query
+    /// (a 10,000-node plan must not ask 10,000 times).
+    pub fn median_build_times(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let rows: Vec<(String, i64)> = self.db.read("read build times", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT name, ms FROM (
+                   SELECT name, finished_ms - started_ms AS ms,
+                          ROW_NUMBER() OVER (PARTITION BY name ORDER BY run_id DESC) AS recent
+                   FROM run_nodes WHERE result = 'built' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL)
+                 WHERE recent <= 5",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        let mut by_name: std::collections::HashMap<String, Vec<i64>> = Default::default();
+        for (name, ms) in rows {
+            by_name.entry(name).or_default().push(ms);
+        }
+        Ok(by_name.into_iter().filter_map(|(name, times)| Some((name, median(times)?))).collect())
     }
 
     fn query_nodes(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(RunId, i64, RunNode)>, StoreError> {
