@@ -121,6 +121,9 @@ pub const TRANSIENT_EXIT: i32 = 75;
 /// Progress reported while building; `node` indexes the graph.
 #[derive(Debug)]
 pub enum Event<'a> {
+    /// Before anything runs: the nodes that will have to be built (needed, not in the store
+    /// under their drv hash; some may still be found by resolved key).
+    Planned { to_build: &'a [NodeId] },
     /// The node's build starts (it was not found in the store) on pool thread `worker`.
     Started { node: NodeId, name: &'a str, drv: &'a Digest, worker: usize },
     /// Another process holds this derivation's lock; waiting for it.
@@ -243,7 +246,12 @@ pub fn record_plan(store: &Store, plan: &Plan) -> Result<(), ExecError> {
 
 /// Which nodes the store has under their drv hash.
 pub fn realised_by_drv(store: &Store, plan: &Plan) -> Result<Vec<bool>, ExecError> {
-    plan.drv_hashes.iter().map(|drv| Ok(store.realisation_by_drv(drv)?.is_some())).collect()
+    Ok(realised_outs(store, plan)?.iter().map(Option::is_some).collect())
+}
+
+/// The out hash of each node the store has under its drv hash.
+fn realised_outs(store: &Store, plan: &Plan) -> Result<Vec<Option<Digest>>, ExecError> {
+    plan.drv_hashes.iter().map(|drv| Ok(store.realisation_by_drv(drv)?.map(|r| r.out_hash))).collect()
 }
 
 fn why_build(store: &Store, recipe: &Recipe) -> Result<String, ExecError> {
@@ -275,10 +283,12 @@ pub fn build(
 
     let n = graph.nodes.len();
     record_plan(store, plan)?;
-    let mut available = realised_by_drv(store, plan)?;
+    // Outputs in the store at the start: those nodes are done without a worker or a lookup.
+    let mut found = realised_outs(store, plan)?;
     for &id in &opts.to_check {
-        available[id] = false;
+        found[id] = None;
     }
+    let available: Vec<bool> = found.iter().map(Option::is_some).collect();
     let needed = graph.needed(&available);
     let mut results: Vec<Option<NodeResult>> = vec![None; n];
     for id in (0..n).filter(|&id| !needed[id]) {
@@ -299,6 +309,8 @@ pub fn build(
             dependents[d].push(id);
         }
     }
+    let to_build: Vec<NodeId> = (0..n).filter(|&id| needed[id] && !available[id]).collect();
+    observer.event(Event::Planned { to_build: &to_build });
     let mut ready = ReadyQueue::new(graph, priorities(graph, &needed, &available, &dependents, &opts.expected_ms));
     for id in (0..n).filter(|&i| needed[i] && waiting_on[i] == 0) {
         ready.push(id);
@@ -316,6 +328,12 @@ pub fn build(
             let mut deferred = Vec::new();
             while !stopping && running < opts.jobs.max(1) {
                 let Some(id) = ready.pop() else { break };
+                if let Some(out) = found[id] {
+                    let how = if opts.substituted.contains(&id) { Realised::Substituted } else { Realised::Cached };
+                    running += 1;
+                    let _ = tx.send((id, NodeResult::Done { out, how, duration: Duration::ZERO, peak_memory: None }));
+                    continue;
+                }
                 let need = graph.nodes[id].recipe.requirements.memory.unwrap_or(0);
                 if running > 0 && memory_in_use + need > memory_budget {
                     deferred.push(id);
@@ -341,7 +359,9 @@ pub fn build(
             }
             let Ok((id, result)) = rx.recv() else { break };
             running -= 1;
-            memory_in_use -= graph.nodes[id].recipe.requirements.memory.unwrap_or(0);
+            if found[id].is_none() {
+                memory_in_use -= graph.nodes[id].recipe.requirements.memory.unwrap_or(0);
+            }
             let name = graph.nodes[id].recipe.name.as_str();
             observer.event(Event::Finished { node: id, name, drv: &plan.drv_hashes[id], result: &result });
             match &result {

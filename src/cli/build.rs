@@ -102,10 +102,8 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     };
     let mode = if args.json { Mode::Json } else { progress::detect_mode() };
     let observer = progress::Reporter::new(mode, graph.nodes.len());
-    let status = super::record::plan_status(&store, graph, plan);
-    let to_build = status.iter().enumerate().filter(|(_, s)| matches!(s, Status::ToBuild(_)));
-    observer.expect(to_build.map(|(id, _)| (id, expected[id])), opts.jobs);
-    let recorder = super::record::Recorder::new(&store, run, graph, plan, &status, &observer);
+    observer.expect(expected, opts.jobs);
+    let recorder = super::record::Recorder::new(&store, run, graph, plan, &observer);
     let report = executor::build(&store, graph, plan, &opts, &recorder)?;
     recorder.flush();
     observer.finish();

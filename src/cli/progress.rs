@@ -45,6 +45,8 @@ pub struct Reporter {
 #[derive(Default)]
 struct Eta {
     jobs: u64,
+    /// Expected milliseconds of every node (0: unknown).
+    expected: Vec<u64>,
     queued: HashMap<NodeId, u64>,
     running: HashMap<NodeId, (Instant, u64)>,
 }
@@ -98,11 +100,12 @@ impl Reporter {
         }
     }
 
-    /// What the ETA expects: the nodes to build, each with its expected milliseconds.
-    pub fn expect(&self, to_build: impl IntoIterator<Item = (NodeId, u64)>, jobs: usize) {
+    /// What the ETA expects: each node's expected milliseconds (the nodes to build come with
+    /// the executor's `Planned` event).
+    pub fn expect(&self, expected: Vec<u64>, jobs: usize) {
         if let Ok(mut eta) = self.eta.lock() {
             eta.jobs = jobs as u64;
-            eta.queued = to_build.into_iter().collect();
+            eta.expected = expected;
         }
     }
 
@@ -139,12 +142,20 @@ impl Reporter {
 impl Observer for Reporter {
     fn event(&self, event: Event<'_>) {
         match &event {
+            Event::Planned { to_build } => {
+                if let Ok(mut eta) = self.eta.lock() {
+                    let queued = to_build.iter().map(|&id| (id, eta.expected.get(id).copied().unwrap_or(0))).collect();
+                    eta.queued = queued;
+                }
+                return;
+            }
             Event::Started { node, .. } => self.track(*node, true),
             Event::Finished { node, .. } => self.track(*node, false),
             _ => {}
         }
         let Ok(mut state) = self.state.lock() else { return };
         match event {
+            Event::Planned { .. } => {}
             Event::Started { node, name, drv, .. } => match self.mode {
                 Mode::Json => emit_json(json!({"event": "started", "name": name, "drv": drv.to_hex()})),
                 Mode::Plain => eprintln!("[{}/{}] building {name}", state.finished, self.total),

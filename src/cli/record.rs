@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::derivation::Plan;
-use crate::executor::{self, Event, NodeResult, Observer, Realised, Status};
+use crate::executor::{Event, NodeResult, Observer, Realised};
 use crate::graph::Graph;
 use crate::store::{now_ms, RunId, RunNode, Store};
 
 pub struct Recorder<'a> {
     store: &'a Store,
     run: RunId,
+    graph: &'a Graph,
+    plan: &'a Plan,
     inner: &'a dyn Observer,
     warned: AtomicBool,
     pending: Mutex<Vec<RunNode>>,
@@ -27,15 +29,10 @@ pub struct Recorder<'a> {
 const BATCH: usize = 1000;
 
 impl<'a> Recorder<'a> {
-    /// Start recording run `run`: the nodes that will be built are entered as `queued`.
-    pub fn new(store: &'a Store, run: RunId, graph: &Graph, plan: &Plan, status: &[Status], inner: &'a dyn Observer) -> Recorder<'a> {
-        let recorder = Recorder { store, run, inner, warned: AtomicBool::new(false), pending: Mutex::new(Vec::new()) };
-        let queued: Vec<RunNode> = (0..status.len())
-            .filter(|&id| matches!(status[id], Status::ToBuild(_)))
-            .map(|id| RunNode { result: "queued".into(), ..node(&graph.nodes[id].recipe.name, &plan.drv_hashes[id]) })
-            .collect();
-        recorder.write(&queued);
-        recorder
+    /// Record run `run` of `graph`; the nodes to build are entered as `queued` when the
+    /// executor says which they are.
+    pub fn new(store: &'a Store, run: RunId, graph: &'a Graph, plan: &'a Plan, inner: &'a dyn Observer) -> Recorder<'a> {
+        Recorder { store, run, graph, plan, inner, warned: AtomicBool::new(false), pending: Mutex::new(Vec::new()) }
     }
 
     /// Record `row` with everything pending now (`urgent`: a build started or ended), or
@@ -84,6 +81,12 @@ fn node(name: &str, drv: &crate::hash::Digest) -> RunNode {
 impl Observer for Recorder<'_> {
     fn event(&self, event: Event<'_>) {
         match &event {
+            Event::Planned { to_build } => {
+                let (graph, plan) = (self.graph, self.plan);
+                let queued: Vec<RunNode> =
+                    to_build.iter().map(|&id| RunNode { result: "queued".into(), ..node(&graph.nodes[id].recipe.name, &plan.drv_hashes[id]) }).collect();
+                self.write(&queued);
+            }
             Event::Started { name, drv, worker, .. } => {
                 self.record(RunNode { result: "running".into(), started_ms: Some(now_ms()), worker: Some(*worker as u64), ..node(name, drv) }, true);
             }
@@ -116,9 +119,4 @@ impl Observer for Recorder<'_> {
         }
         self.inner.event(event);
     }
-}
-
-/// The status of every node before the run, for [`Recorder::new`].
-pub fn plan_status(store: &Store, graph: &Graph, plan: &Plan) -> Vec<Status> {
-    executor::assess(store, graph, plan, &Default::default()).unwrap_or_default()
 }

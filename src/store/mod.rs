@@ -177,34 +177,41 @@ impl Store {
     /// Store a canonical derivation. Storing the same one again is a no-op; the same hash with
     /// different bytes is [`StoreError::DerivationConflict`].
     pub fn put_derivation(&self, drv_hash: &Digest, name: &str, version: &str, canonical: &[u8]) -> Result<(), StoreError> {
-        self.put_derivations(&[StoredDerivation { drv_hash: *drv_hash, name, version, canonical: canonical.to_vec() }])
+        let existing = self.db.write("store derivation", |tx| {
+            let existing: Option<Vec<u8>> = tx
+                .query_row("SELECT canonical FROM derivations WHERE drv_hash = ?1", [drv_hash.to_hex()], |r| r.get(0))
+                .optional()?;
+            if existing.is_none() {
+                tx.execute(
+                    "INSERT INTO derivations (drv_hash, name, version, canonical, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![drv_hash.to_hex(), name, version, canonical, now_secs()],
+                )?;
+            }
+            Ok(existing)
+        })?;
+        match existing {
+            Some(bytes) if bytes != canonical => {
+                Err(StoreError::DerivationConflict { drv_hash: *drv_hash, name: name.to_string() })
+            }
+            _ => Ok(()),
+        }
     }
 
-    /// [`Store::put_derivation`] for many, in one transaction (a run stores its whole plan,
-    /// so that `forge why` can compare against any of them later).
+    /// Store many derivations in one transaction, skipping those already stored (a run stores
+    /// its whole plan, so that `forge why` can compare against any of them later). Unlike
+    /// [`Store::put_derivation`] it does not re-read stored bytes: a drv hash is the BLAKE3 of
+    /// the canonical bytes, and the build of a derivation checks them again.
     pub fn put_derivations(&self, drvs: &[StoredDerivation]) -> Result<(), StoreError> {
-        let conflict = self.db.write("store derivations", |tx| {
-            let mut select = tx.prepare_cached("SELECT canonical FROM derivations WHERE drv_hash = ?1")?;
+        self.db.write("store derivations", |tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO derivations (drv_hash, name, version, canonical, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO derivations (drv_hash, name, version, canonical, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let now = now_secs();
             for d in drvs {
-                let existing: Option<Vec<u8>> = select.query_row([d.drv_hash.to_hex()], |r| r.get(0)).optional()?;
-                match existing {
-                    None => {
-                        insert.execute(rusqlite::params![d.drv_hash.to_hex(), d.name, d.version, d.canonical, now])?;
-                    }
-                    Some(bytes) if bytes != d.canonical => return Ok(Some(d)),
-                    Some(_) => {}
-                }
+                insert.execute(rusqlite::params![d.drv_hash.to_hex(), d.name, d.version, d.canonical, now])?;
             }
-            Ok(None)
-        })?;
-        match conflict {
-            Some(d) => Err(StoreError::DerivationConflict { drv_hash: d.drv_hash, name: d.name.to_string() }),
-            None => Ok(()),
-        }
+            Ok(())
+        })
     }
 
     pub fn derivation(&self, drv_hash: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
