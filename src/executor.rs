@@ -813,3 +813,48 @@ fn unix_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::tests::{graph, recipe};
+
+    #[test]
+    fn priorities_are_the_longest_expected_chain_after_each_node() {
+        // quick-1, quick-2 (1 s each, independent); chain-1 (3 s) <- chain-2 (3 s) <- top (1 s).
+        let g = graph(vec![
+            recipe("quick-1", &[], &[]),
+            recipe("quick-2", &[], &[]),
+            recipe("chain-1", &[], &[]),
+            recipe("chain-2", &["chain-1"], &[]),
+            recipe("top", &["chain-2"], &[]),
+        ])
+        .unwrap();
+        let id = |n: &str| g.node_by_name(n).unwrap();
+        let n = g.nodes.len();
+        let mut dependents = vec![Vec::new(); n];
+        for (i, node) in g.nodes.iter().enumerate() {
+            for d in node.deps() {
+                dependents[d].push(i);
+            }
+        }
+        let mut expected = vec![1000; n];
+        expected[id("chain-1")] = 3000;
+        expected[id("chain-2")] = 3000;
+        let needed = vec![true; n];
+        let mut available = vec![false; n];
+        let p = priorities(&g, &needed, &available, &dependents, &expected);
+        assert_eq!((p[id("chain-1")], p[id("chain-2")], p[id("top")], p[id("quick-1")]), (7000, 4000, 1000, 1000));
+        // The chain goes first, then ties fall back to topological order (by name).
+        let mut queue = ReadyQueue::new(&g, p);
+        for name in ["quick-1", "quick-2", "chain-1"] {
+            queue.push(id(name));
+        }
+        let order: Vec<NodeId> = std::iter::from_fn(|| queue.pop()).collect();
+        assert_eq!(order, [id("chain-1"), id("quick-1"), id("quick-2")]);
+        // An output already in the store costs nothing; without expected times, all are equal.
+        available[id("chain-2")] = true;
+        assert_eq!(priorities(&g, &needed, &available, &dependents, &expected)[id("chain-1")], 4000);
+        assert!(priorities(&g, &needed, &available, &dependents, &[]).iter().all(|&p| p == 0));
+    }
+}

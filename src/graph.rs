@@ -515,7 +515,7 @@ fn runtime_closures(nodes: &[Node], topo: &[NodeId]) -> Vec<Vec<Staged>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::recipe::{Action, DepRef, Requirements};
     use std::collections::BTreeMap;
@@ -526,7 +526,7 @@ mod tests {
     }
 
     /// A recipe named `name` in `name.toml`; deps written on lines 10, 11, ...
-    fn recipe(name: &str, build: &[&str], runtime: &[&str]) -> Recipe {
+    pub(crate) fn recipe(name: &str, build: &[&str], runtime: &[&str]) -> Recipe {
         let file = format!("{name}.toml");
         let dep = |(i, n): (usize, &&str)| DepRef::new(*n, at(&file, 10 + i));
         Recipe {
@@ -544,7 +544,7 @@ mod tests {
         }
     }
 
-    fn graph(recipes: Vec<Recipe>) -> Result<Graph, GraphError> {
+    pub(crate) fn graph(recipes: Vec<Recipe>) -> Result<Graph, GraphError> {
         Graph::resolve(Loaded { recipes, ..Loaded::default() })
     }
 
