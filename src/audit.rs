@@ -4,13 +4,13 @@
 
 use serde::Serialize;
 
-use crate::cache::format::{self, ObjectInfo, RealisationDoc};
+use crate::cache::format::RealisationDoc;
 use crate::cache::substitute::{cache_evidence, fetch_unclaimed, signed_realisations};
-use crate::cache::{CacheError, Remote, Trust};
+use crate::cache::{Remote, Trust};
 use crate::derivation::Plan;
 use crate::graph::Graph;
 use crate::hash::Digest;
-use crate::store::{Attestation, Dependent, Evidence, Origin, Source, Store, StoreError};
+use crate::store::{Attestation, Dependent, Store, StoreError};
 
 /// How one side compares with the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -82,11 +82,16 @@ impl PackageAudit {
 
     /// More than one out hash was ever seen for this derivation.
     pub fn nondeterministic(&self) -> bool {
-        let mut outs: Vec<&Digest> = self.history.iter().map(|a| &a.evidence.out_hash).collect();
-        outs.sort_unstable();
-        outs.dedup();
-        outs.len() > 1
+        distinct_outs(&self.history).len() > 1
     }
+}
+
+/// The out hashes in `history`, each once, sorted.
+fn distinct_outs(history: &[Attestation]) -> Vec<Digest> {
+    let mut outs: Vec<Digest> = history.iter().map(|a| a.evidence.out_hash).collect();
+    outs.sort_unstable();
+    outs.dedup();
+    outs
 }
 
 /// Audit every node of `graph` against `caches`. With `fetch`, the objects of mismatching
@@ -105,14 +110,10 @@ pub fn audit(
     let drvs = &plan.drv_hashes;
     let mut local = Vec::with_capacity(drvs.len());
     let mut evidence = Vec::new();
-    for (id, drv) in drvs.iter().enumerate() {
+    for drv in drvs {
         let realisation = store.realisation_by_drv(drv)?;
-        if let Some(r) = realisation.as_ref().filter(|r| matches!(r.origin, Origin::Built | Origin::Imported)) {
-            // Built here before attestations were recorded: this makes the history complete.
-            let name = graph.nodes[id].recipe.name.clone();
-            let witness = store.host().to_string();
-            evidence.push(Evidence { drv_hash: *drv, name, out_hash: r.out_hash, source: Source::Build, witness, detail: String::new() });
-        }
+        // Built here before attestations were recorded: this makes the history complete.
+        evidence.extend(realisation.as_ref().and_then(|r| store.build_evidence(r)));
         local.push(realisation.map(|r| r.out_hash));
     }
     let mut answers: Vec<Vec<CacheAnswer>> = vec![Vec::new(); drvs.len()];
@@ -152,7 +153,7 @@ pub fn audit(
                 if fetched.contains(&doc.out) {
                     continue;
                 }
-                match fetch_disputed(store, caches[*index].as_ref(), doc) {
+                match fetch_unclaimed(store, caches[*index].as_ref(), doc) {
                     Ok(out) => fetched.push(out),
                     Err(e) => warn(format!("{}: cannot fetch the disputed output {} from {}: {e}", recipe.name, doc.out.short(), caches[*index].url())),
                 }
@@ -162,9 +163,7 @@ pub fn audit(
             }
         }
         let history = store.attestations(&drvs[id])?;
-        let mut outs: Vec<Digest> = history.iter().map(|a| a.evidence.out_hash).collect();
-        outs.sort_unstable();
-        outs.dedup();
+        let outs = distinct_outs(&history);
         let used_by = if outs.len() > 1 {
             outs.iter().map(|out| Ok(OutputUse { out: *out, dependents: store.built_against(&drvs[id], out)? })).collect::<Result<_, StoreError>>()?
         } else {
@@ -182,14 +181,4 @@ pub fn audit(
         });
     }
     Ok(audits)
-}
-
-fn fetch_disputed(store: &Store, cache: &dyn Remote, doc: &RealisationDoc) -> Result<Digest, CacheError> {
-    let path = format::object_info_path(&doc.out);
-    let bytes = cache.get(&path)?.ok_or_else(|| CacheError::Refused(format!("{path} is missing")))?;
-    let info: ObjectInfo = serde_json::from_slice(&bytes).map_err(|e| CacheError::Refused(format!("{path}: {e}")))?;
-    if info.out != doc.out {
-        return Err(CacheError::Refused(format!("{path} describes another object")));
-    }
-    fetch_unclaimed(store, cache, doc, &info)
 }

@@ -15,7 +15,6 @@ use crate::executor::{self, BuildFailure, Observer, Options, Variation};
 use crate::graph::{Graph, NodeId};
 use crate::hash::Digest;
 use crate::store::{BuildOutcome, Evidence, Source, Store, StoreError};
-use crate::tree::{self, RootMode};
 
 /// Something `--check` rounds vary (`--vary`), as reprotest does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -202,15 +201,9 @@ fn check_node(
         let record = store.begin_build(&drv_hash, &recipe.name)?;
         let layers = executor::input_layers(store, graph, plan, id, input_outs);
         let built = executor::run_in_scratch(store, recipe, &plan.drvs[id], layers, opts, &variation, observer, id, &record.log_path)
-            .and_then(|ran| {
-                tree::normalize_with(&ran.out_dir, RootMode::KeepWritable)?;
-                let out = tree::hash_path(&ran.out_dir)?.digest;
-                if out != recorded {
-                    // Keep the evidence: the differing tree becomes an object `forge diff` can read.
-                    store.register_unclaimed(&ran.out_dir, None)?;
-                }
-                Ok(out)
-            });
+            // Normalized and hashed once, by registration: a tree equal to the recorded one
+            // is dropped (that object is there), a differing one is kept for `forge diff`.
+            .and_then(|ran| Ok(store.register_unclaimed(&ran.out_dir, None)?));
         let outcome = match &built {
             Ok(out) => BuildOutcome::Succeeded { out: *out },
             Err(BuildFailure { error, .. }) => BuildOutcome::Failed { reason: format!("--check round {round}: {error}") },

@@ -43,6 +43,17 @@ pub struct Options {
     pub expected_ms: Vec<u64>,
 }
 
+impl Options {
+    /// How a node found in the store under its drv hash was realised in this run.
+    fn found_how(&self, id: NodeId) -> Realised {
+        if self.substituted.contains(&id) {
+            Realised::Substituted
+        } else {
+            Realised::Cached
+        }
+    }
+}
+
 /// What a `--check` round changes that must not matter (docs/reproducibility.md); the
 /// default, nothing, is an ordinary build.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -188,7 +199,8 @@ pub fn assess(
     plan: &Plan,
     substitutable: &std::collections::HashSet<NodeId>,
 ) -> Result<Vec<Status>, ExecError> {
-    let mut available = realised_by_drv(store, plan)?;
+    let found = realised_outs(store, plan)?;
+    let mut available: Vec<bool> = found.iter().map(Option::is_some).collect();
     for &n in substitutable {
         available[n] = true;
     }
@@ -197,8 +209,8 @@ pub fn assess(
     for &n in graph.topo_order() {
         let s = if !needed[n] {
             Status::NotNeeded
-        } else if let Some(r) = store.realisation_by_drv(&plan.drv_hashes[n])? {
-            Status::Realised(r.out_hash)
+        } else if let Some(out) = found[n] {
+            Status::Realised(out)
         } else {
             let inputs = &plan.closures[n];
             let outs: Option<Vec<Digest>> = inputs
@@ -329,9 +341,8 @@ pub fn build(
             while !stopping && running < opts.jobs.max(1) {
                 let Some(id) = ready.pop() else { break };
                 if let Some(out) = found[id] {
-                    let how = if opts.substituted.contains(&id) { Realised::Substituted } else { Realised::Cached };
                     running += 1;
-                    let _ = tx.send((id, NodeResult::Done { out, how, duration: Duration::ZERO, peak_memory: None }));
+                    let _ = tx.send((id, NodeResult::Done { out, how: opts.found_how(id), duration: Duration::ZERO, peak_memory: None }));
                     continue;
                 }
                 let need = graph.nodes[id].recipe.requirements.memory.unwrap_or(0);
@@ -342,12 +353,19 @@ pub fn build(
                 memory_in_use += need;
                 running += 1;
                 let tx = tx.clone();
-                // A node starts only when its needed deps are done, and each of those waited
-                // for its own, so the whole closure has out hashes by now, unless the node
-                // was in the store at the start and its build inputs were not needed.
+                // A node starts only when its deps are done, and each of those waited for its
+                // own, so the whole closure has out hashes by now. (A node in the store at the
+                // start, whose build inputs may not be needed, was finished above.)
                 let outs: Option<Vec<Digest>> = plan.closures[id].iter().map(|&i| done_out(&results[i])).collect();
                 scope.spawn(move |_| {
-                    let result = realise(store, graph, plan, opts, observer, id, outs.as_deref());
+                    let result = match outs {
+                        Some(outs) => realise(store, graph, plan, opts, observer, id, &outs),
+                        None => NodeResult::Failed {
+                            error: "internal error: started before its inputs were realised".into(),
+                            log: None,
+                            category: Category::System,
+                        },
+                    };
                     let _ = tx.send((id, result));
                 });
             }
@@ -469,8 +487,7 @@ fn skip_dependents(
     }
 }
 
-/// Look a node up, and build it on a miss. `input_outs` are the out hashes of its closure,
-/// `None` when its inputs were not realised because its output was in the store.
+/// Look a node up, and build it on a miss. `input_outs` are the out hashes of its closure.
 fn realise(
     store: &Store,
     graph: &Graph,
@@ -478,7 +495,7 @@ fn realise(
     opts: &Options,
     observer: &dyn Observer,
     id: NodeId,
-    input_outs: Option<&[Digest]>,
+    input_outs: &[Digest],
 ) -> NodeResult {
     let started = Instant::now();
     let done = |out, how| NodeResult::Done { out, how, duration: started.elapsed(), peak_memory: None };
@@ -486,20 +503,6 @@ fn realise(
     let recipe = &graph.nodes[id].recipe;
     let drv = &plan.drvs[id];
     let drv_hash = plan.drv_hashes[id];
-    let Some(input_outs) = input_outs else {
-        return match store.realisation_by_drv(&drv_hash) {
-            Ok(Some(r)) => {
-                let how = if opts.substituted.contains(&id) { Realised::Substituted } else { Realised::Cached };
-                done(r.out_hash, how)
-            }
-            Ok(None) => failed(
-                "its output was in the store when this run began, so its build inputs were not realised, \
-                 but it is gone now; run the build again"
-                    .into(),
-            ),
-            Err(e) => failed(e.to_string()),
-        };
-    };
     let resolved = match drv.resolve(input_outs) {
         Ok(r) => r.hash(),
         Err(e) => return failed(e.to_string()),
@@ -507,8 +510,7 @@ fn realise(
 
     let lookup = || -> Result<Option<(Digest, Realised)>, crate::store::StoreError> {
         if let Some(r) = store.realisation_by_drv(&drv_hash)? {
-            let how = if opts.substituted.contains(&id) { Realised::Substituted } else { Realised::Cached };
-            return Ok(Some((r.out_hash, how)));
+            return Ok(Some((r.out_hash, opts.found_how(id))));
         }
         if let Some(r) = store.realisation_by_resolved(&resolved)? {
             // Same inputs by content: record drv -> out so the next lookup is direct.

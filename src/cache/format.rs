@@ -78,6 +78,18 @@ pub struct ObjectInfo {
     pub blobs: Vec<BlobRef>,
 }
 
+impl ObjectInfo {
+    /// Parse the info document of object `out`: it must describe `out`, in this format, with
+    /// zstd compression (what [`super::substitute::unpack_object`] reads). `Err` says why not.
+    pub fn parse(bytes: &[u8], out: &Digest) -> Result<ObjectInfo, String> {
+        match serde_json::from_slice::<ObjectInfo>(bytes) {
+            Ok(info) if info.out == *out && info.format == OBJECT_FORMAT && info.compression == "zstd" => Ok(info),
+            Ok(_) => Err(format!("does not describe object {out} in format {OBJECT_FORMAT}")),
+            Err(e) => Err(format!("is not valid object info: {e}")),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveRef {
     /// BLAKE3 of the compressed archive bytes (its file name).

@@ -161,12 +161,11 @@ fn query_one(
     let mut infos: HashMap<Digest, ObjectInfo> = HashMap::new();
     for ((out, path), answer) in outs.iter().zip(&info_paths).zip(answers) {
         let Some(bytes) = answer else { continue };
-        match serde_json::from_slice::<ObjectInfo>(&bytes) {
-            Ok(info) if info.out == *out && info.format == format::OBJECT_FORMAT && info.compression == "zstd" => {
+        match ObjectInfo::parse(&bytes, out) {
+            Ok(info) => {
                 infos.insert(*out, info);
             }
-            Ok(_) => warn(format!("{}: {path} does not describe object {out} in format {}", remote.url(), format::OBJECT_FORMAT)),
-            Err(e) => warn(format!("{}: {path} is not valid object info: {e}", remote.url())),
+            Err(why) => warn(format!("{}: {path} {why}", remote.url())),
         }
     }
     let mut found = BTreeMap::new();
@@ -263,14 +262,17 @@ pub fn fetch(store: &Store, remote: &dyn Remote, offer: &Offer) -> Result<Digest
 
 /// Download a cache's object that this store does not take as a realisation (`forge audit`
 /// fetching the other side of a mismatch): checked like [`fetch`], registered unclaimed.
-pub fn fetch_unclaimed(store: &Store, remote: &dyn Remote, doc: &RealisationDoc, info: &ObjectInfo) -> Result<Digest, CacheError> {
+pub fn fetch_unclaimed(store: &Store, remote: &dyn Remote, doc: &RealisationDoc) -> Result<Digest, CacheError> {
     if store.has_object(&doc.out)? {
         return Ok(doc.out);
     }
+    let path = format::object_info_path(&doc.out);
+    let bytes = remote.get(&path)?.ok_or_else(|| CacheError::Refused(format!("{path} is missing")))?;
+    let info = ObjectInfo::parse(&bytes, &doc.out).map_err(|why| CacheError::Refused(format!("{path} {why}")))?;
     let what = format!("{} ({}) from {}", doc.name, doc.out.short(), remote.url());
     let scratch = store.scratch_dir(&format!("audit-{}", doc.name))?;
     let root = scratch.path().join("out");
-    unpack_object(remote, info, &root, &what, &HashMap::new())?;
+    unpack_object(remote, &info, &root, &what, &HashMap::new())?;
     Ok(store.register_unclaimed(&root, Some(&doc.out))?)
 }
 

@@ -11,6 +11,7 @@ use super::{Failure, GlobalArgs, Planned};
 use crate::cache::substitute::{self, Offer};
 use crate::cache::{remote, Config, PublicKey, Remote, Trust};
 use crate::graph::NodeId;
+use crate::hash::Digest;
 use crate::store::Store;
 
 #[derive(Args, Debug, Clone, Default)]
@@ -89,12 +90,14 @@ impl GlobalArgs {
 /// Which nodes are not realised locally by drv hash, and what the substituters offer for them.
 /// Asks nothing when everything is local.
 pub fn offers(store: &Store, planned: &Planned, sub: &Substitution) -> Result<Vec<(NodeId, Offer)>, Failure> {
-    let mut missing = Vec::new();
-    for (id, drv) in planned.plan.drv_hashes.iter().enumerate() {
-        if store.realisation_by_drv(drv)?.is_none() {
-            missing.push((id, *drv));
-        }
-    }
+    let available = crate::executor::realised_by_drv(store, &planned.plan)?;
+    offers_for_missing(store, planned, sub, &available)
+}
+
+/// What the substituters offer for the nodes not `available` locally.
+fn offers_for_missing(store: &Store, planned: &Planned, sub: &Substitution, available: &[bool]) -> Result<Vec<(NodeId, Offer)>, Failure> {
+    let missing: Vec<(NodeId, Digest)> =
+        planned.plan.drv_hashes.iter().enumerate().filter(|(id, _)| !available[*id]).map(|(id, d)| (id, *d)).collect();
     let wanted: Vec<_> = missing.iter().map(|(_, d)| *d).collect();
     let mut warn = |w: String| eprintln!("forge: warning: {w}");
     let found = substitute::query(store, &sub.remotes, &sub.trust, &wanted, &sub.policy, &mut warn).map_err(Failure::failed)?;
@@ -104,8 +107,8 @@ pub fn offers(store: &Store, planned: &Planned, sub: &Substitution) -> Result<Ve
 /// The offers worth fetching: those of nodes the run needs, given that every offered output
 /// can be had (so the build-only inputs of offered outputs are not fetched). One query.
 pub fn needed_offers(store: &Store, planned: &Planned, sub: &Substitution) -> Result<Vec<(NodeId, Offer)>, Failure> {
-    let offers = offers(store, planned, sub)?;
     let mut available = crate::executor::realised_by_drv(store, &planned.plan)?;
+    let offers = offers_for_missing(store, planned, sub, &available)?;
     for (id, _) in &offers {
         available[*id] = true;
     }

@@ -92,6 +92,18 @@ impl Store {
         })
     }
 
+    /// The evidence a realisation made here gives, if it was built (or imported) here.
+    pub fn build_evidence(&self, r: &super::Realisation) -> Option<Evidence> {
+        matches!(r.origin, super::Origin::Built | super::Origin::Imported).then(|| Evidence {
+            drv_hash: r.drv_hash,
+            name: r.name.clone(),
+            out_hash: r.out_hash,
+            source: Source::Build,
+            witness: self.host.clone(),
+            detail: String::new(),
+        })
+    }
+
     /// Everything recorded about `drv`, oldest first.
     pub fn attestations(&self, drv: &Digest) -> Result<Vec<Attestation>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM attestations WHERE drv_hash = ?1 ORDER BY first_seen, rowid");

@@ -19,7 +19,7 @@ use crate::tree::{self, RootMode, TreeSummary};
 
 use super::layout::{remove_tree, ScratchDir};
 use super::lock::{FileLock, Mode};
-use super::{db, now_secs, Evidence, Origin, Realisation, Registration, Source, Store, StoreError};
+use super::{db, now_secs, Realisation, Registration, Store, StoreError};
 
 /// How an object directory came to be in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,15 +91,8 @@ impl Store {
                 None => Ok(()),
             }
         })?;
-        if let Some(r) = realisation.as_ref().filter(|r| matches!(r.origin, Origin::Built | Origin::Imported)) {
-            self.attest(&[Evidence {
-                drv_hash: r.drv_hash,
-                name: r.name.clone(),
-                out_hash: out,
-                source: Source::Build,
-                witness: self.host.clone(),
-                detail: String::new(),
-            }])?;
+        if let Some(evidence) = realisation.as_ref().and_then(|r| self.build_evidence(r)) {
+            self.attest(&[evidence])?;
         }
         if placement == Placement::Reused {
             remove_tree(out_dir)?;
