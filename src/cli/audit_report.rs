@@ -4,23 +4,16 @@
 
 use std::fmt::Write as _;
 
+use super::html::{esc, page_start, utc};
 use crate::audit::{PackageAudit, Verdict};
 use crate::diff::{self, Change};
 use crate::hash::Digest;
 use crate::store::{Attestation, Source, Store};
 
+/// Rules of this page on top of [`super::html`]'s.
 const STYLE: &str = "
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #1d2433; }
-h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 1px solid #dde; }
-.meta { color: #667; } code, pre { font: 13px/1.4 ui-monospace, monospace; }
-.cards { display: flex; gap: 1em; flex-wrap: wrap; margin: 1.2em 0; }
-.card { border-radius: 8px; padding: .7em 1.2em; min-width: 8em; background: #f3f4f8; }
-.card b { display: block; font-size: 1.8em; }
 .card.match { background: #e3f5e8; } .card.mismatch { background: #fde5e5; } .card.unknown { background: #f0f0f0; }
 .card.nondet { background: #fff1d6; }
-table { border-collapse: collapse; width: 100%; margin: .5em 0 1em; }
-th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #e6e8ee; vertical-align: top; }
-th { background: #f7f8fb; font-weight: 600; }
 .badge { display: inline-block; border-radius: 4px; padding: 0 .45em; font-size: .85em; font-weight: 600; }
 .b-match { background: #d4f1dc; color: #17602e; } .b-mismatch { background: #fbd3d3; color: #8a1717; }
 .b-unknown { background: #ececec; color: #555; } .b-nondet { background: #ffe3a6; color: #7a4b00; }
@@ -35,12 +28,10 @@ pub fn render(store: &Store, audits: &[PackageAudit], urls: &[&String]) -> Strin
     let (matched, mismatched) = (count(Verdict::Match), count(Verdict::Mismatch));
     let unknown = audits.len() - matched - mismatched;
     let nondet = audits.iter().filter(|a| a.nondeterministic()).count();
-    let mut h = String::new();
+    let mut h = page_start(&format!("forge audit: {} packages", audits.len()), STYLE);
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>forge audit: {} packages</title>\
-         <style>{STYLE}</style></head><body>\n<h1>Reproducibility audit</h1>\n<p class=\"meta\">{} &middot; store <code>{}</code> &middot; host <code>{}</code></p>\n",
-        audits.len(),
+        "<h1>Reproducibility audit</h1>\n<p class=\"meta\">{} &middot; store <code>{}</code> &middot; host <code>{}</code></p>\n",
         utc(crate::store::now_secs()),
         esc(&store.dir().display().to_string()),
         esc(store.host())
@@ -220,38 +211,4 @@ fn badge(v: Verdict) -> String {
 
 fn anchor(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
-}
-
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// `2026-12-02 07:40 UTC` from Unix seconds (civil-from-days, proleptic Gregorian).
-pub fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(super::utc(1_796_200_000), "2026-12-02 08:26 UTC");
-        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00 UTC");
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(super::esc("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
-    }
 }

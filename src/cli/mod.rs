@@ -11,6 +11,7 @@ mod diff;
 mod fetch;
 mod gc;
 mod graph;
+mod html;
 mod key;
 mod log;
 mod prefetch;

@@ -56,10 +56,16 @@ impl Eta {
         if self.queued.values().chain(self.running.values().map(|(_, e)| e)).all(|&e| e == 0) {
             return None; // nothing recorded yet: no basis for an estimate
         }
-        let running: u64 = self.running.values().map(|(start, e)| e.saturating_sub(start.elapsed().as_millis() as u64)).sum();
-        let work = self.queued.values().sum::<u64>() + running;
-        Some(Duration::from_millis(work / self.jobs.max(1)))
+        let queued = self.queued.values().map(|&e| (e, 0));
+        let running = self.running.values().map(|(start, e)| (*e, start.elapsed().as_millis() as u64));
+        Some(Duration::from_millis(remaining_ms(queued.chain(running), self.jobs)))
     }
+}
+
+/// The ETA model of `forge build` and `forge status`: for each package still to build, its
+/// expected time minus what it has already run (`(expected, elapsed)` in ms), spread over `jobs`.
+pub fn remaining_ms(work: impl IntoIterator<Item = (u64, u64)>, jobs: u64) -> u64 {
+    work.into_iter().map(|(expected, elapsed)| expected.saturating_sub(elapsed)).sum::<u64>() / jobs.max(1)
 }
 
 struct State {

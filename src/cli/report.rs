@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::audit_report::{esc, utc};
+use super::html::{esc, page_start, utc};
 use super::fetch::human_bytes;
 use super::{CliResult, Failure, GlobalArgs, EXIT_OK};
 use crate::store::{RunId, Store};
@@ -49,14 +49,8 @@ pub fn write(store: &Store, id: Option<RunId>, html: Option<&Path>, trace: Optio
     Ok(())
 }
 
+/// Rules of this page on top of [`super::html`]'s.
 const STYLE: &str = "
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em; color: #1d2433; }
-h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #dde; }
-.meta { color: #667; } code, pre { font: 13px/1.4 ui-monospace, monospace; }
-.cards { display: flex; gap: 1em; flex-wrap: wrap; margin: 1.2em 0; }
-.card { border-radius: 8px; padding: .7em 1.2em; min-width: 7em; background: #f3f4f8; } .card b { display: block; font-size: 1.7em; }
-table { border-collapse: collapse; width: 100%; margin: .5em 0 1em; }
-th, td { text-align: left; padding: .3em .6em; border-bottom: 1px solid #e6e8ee; } th { background: #f7f8fb; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .legend span { display: inline-block; margin-right: 1.2em; } .sw { display: inline-block; width: .9em; height: .9em; border-radius: 2px; vertical-align: -1px; margin-right: .3em; }
 pre.log { background: #1d2433; color: #e8eaf0; padding: .7em; overflow-x: auto; border-radius: 6px; }
@@ -79,11 +73,10 @@ fn render(store: &Store, t: &Timeline) -> String {
     let end = run.finished_ms.unwrap_or_else(crate::store::now_ms);
     let wall = (end - run.started_ms).max(1);
     let count = |r: &str| t.nodes.iter().filter(|n| n.result == r).count();
-    let mut h = String::new();
+    let mut h = page_start(&format!("forge build {}", run.id), STYLE);
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>forge build {id}</title><style>{STYLE}</style></head><body>\
-         <h1>Build {id}: {targets}</h1><p class=\"meta\">{start} &middot; {secs:.1} s wall &middot; {jobs} jobs &middot; host <code>{host}</code> &middot; {status}</p>",
+        "<h1>Build {id}: {targets}</h1><p class=\"meta\">{start} &middot; {secs:.1} s wall &middot; {jobs} jobs &middot; host <code>{host}</code> &middot; {status}</p>",
         id = run.id,
         targets = esc(&run.targets),
         start = utc(run.started_ms / 1000),

@@ -112,13 +112,13 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode]) -> Result<Build
     let built: Vec<i64> = nodes.iter().filter(|n| n.result == "built").filter_map(RunNode::duration_ms).collect();
     let average = (!built.is_empty()).then(|| built.iter().sum::<i64>() as f64 / built.len() as f64 / 1000.0);
     // Remaining work: queued packages' expected times, plus what running ones have left.
-    let mut remaining_ms = 0i64;
-    for n in nodes.iter().filter(|n| matches!(n.result.as_str(), "queued" | "running")) {
-        let expected = store.median_build_time(&n.name)?.map(|t| t as i64).or(average.map(|a| (a * 1000.0) as i64)).unwrap_or(0);
-        let elapsed = n.started_ms.map(|s| now - s).unwrap_or(0);
-        remaining_ms += (expected - elapsed).max(0);
-    }
-    let estimate = (run.status == "running").then(|| now + remaining_ms / run.jobs.max(1) as i64);
+    let recorded = store.median_build_times()?;
+    let fallback = average.map(|a| (a * 1000.0) as u64).unwrap_or(0);
+    let work = nodes.iter().filter(|n| matches!(n.result.as_str(), "queued" | "running")).map(|n| {
+        let expected = recorded.get(&n.name).copied().unwrap_or(fallback);
+        (expected, n.started_ms.map(|s| (now - s).max(0) as u64).unwrap_or(0))
+    });
+    let estimate = (run.status == "running").then(|| now + super::progress::remaining_ms(work, run.jobs) as i64);
     let completed = done.len() as u64;
     Ok(BuildStatus {
         build_id: run.id,
@@ -191,7 +191,7 @@ pub fn history(global: &GlobalArgs, args: HistoryArgs) -> CliResult {
         let mem = n.peak_memory.map(human_bytes).unwrap_or_else(|| "-".into());
         let size = n.out_size.map(human_bytes).unwrap_or_else(|| "-".into());
         let out = n.out_hash.map(|o| o.short()).unwrap_or_else(|| "-".into());
-        let when = super::audit_report::utc(run_started / 1000);
+        let when = super::html::utc(run_started / 1000);
         let when = when.trim_end_matches(" UTC");
         let sbus = sbu(n).filter(|_| n.result == "built").map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
         println!("{:<6} {:<17} {:<12} {:>9} {:>6} {:>10} {:>10}  {:<14} {}", run_id, when, n.result, secs, sbus, mem, size, out, n.drv_hash.short());

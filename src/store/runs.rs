@@ -145,13 +145,8 @@ impl Store {
 
     /// The run `id`, or the newest run.
     pub fn run(&self, id: Option<RunId>) -> Result<Option<Run>, StoreError> {
-        self.db.read("read runs", |c| {
-            let sql = match id {
-                Some(_) => format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                None => format!("SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL ORDER BY id DESC LIMIT 1"),
-            };
-            c.query_row(&sql, [id], run_row).optional()
-        })
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR id = ?1 ORDER BY id DESC LIMIT 1");
+        self.db.read("read runs", |c| c.query_row(&sql, [id], run_row).optional())
     }
 
     /// Every node recorded for `run`, in the order they started (unstarted ones last).
