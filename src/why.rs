@@ -71,13 +71,17 @@ impl Explanation {
         let mut found: Vec<&Explanation> = Vec::new();
         let mut stack = vec![self];
         while let Some(e) = stack.pop() {
-            let own = !e.own.is_empty() || matches!(e.verdict, Verdict::NeverBuilt | Verdict::PreviousUnknown { .. });
-            if own && !found.iter().any(|f| f.name == e.name) {
+            if e.is_root_cause() && !found.iter().any(|f| f.name == e.name) {
                 found.push(e);
             }
             stack.extend(e.inputs.iter().rev());
         }
         found
+    }
+
+    /// Changed by itself (or new, or not comparable), not only because an input changed.
+    pub fn is_root_cause(&self) -> bool {
+        !self.own.is_empty() || matches!(self.verdict, Verdict::NeverBuilt | Verdict::PreviousUnknown { .. })
     }
 
     pub fn rebuilt(&self) -> bool {

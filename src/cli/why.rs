@@ -97,7 +97,7 @@ fn print_tree(e: &Explanation, depth: usize) {
         print_change(change, &pad);
     }
     for input in &e.inputs {
-        let kind = if input.own.is_empty() && !matches!(input.verdict, Verdict::PreviousUnknown { .. }) { "cascade" } else { "ROOT CAUSE" };
+        let kind = if input.is_root_cause() { "ROOT CAUSE" } else { "cascade" };
         println!("{pad}input {} changed ({kind}):", input.name);
         if let Verdict::PreviousUnknown { previous } = &input.verdict {
             println!("{pad}  its previous derivation {} is not in the database", previous.short());
