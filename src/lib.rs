@@ -12,8 +12,8 @@
 //! ```
 //!
 //! A module may use the modules to its left/below, never the other way round.
-//! `tree` (the Merkle tree hash) and `hash` (digest newtypes) are leaves every
-//! module may use. Only `cli` prints; the library returns values and typed errors.
+//! `tree` (the Merkle tree hash), `hash` (digest newtypes) and `fswalk` (walking trees by
+//! directory descriptor) are leaves every module may use. Only `cli` prints; the library returns values and typed errors.
 //!
 //! # Files forge keeps on disk (each format has one owning module and a version)
 //!
@@ -28,6 +28,7 @@
 
 pub mod hash;
 pub mod tree;
+pub(crate) mod fswalk;
 pub mod recipe;
 pub mod graph;
 pub mod derivation;

@@ -485,9 +485,24 @@ fn build_dir_is_the_scratch_build_dir_and_writable_files_are_ours() {
     assert_eq!(fs::read_to_string(&kept).unwrap(), "kept\n");
     let meta = fs::metadata(&kept).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    // Root inside maps to the caller outside.
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(meta.uid(), nix::unistd::getuid().as_raw());
+    if nix::unistd::geteuid().is_root() {
+        // Root's build runs as a block of unprivileged host ids (docs/sandbox.md).
+        let first = forge::sandbox::ids::FIRST_ID;
+        assert!(meta.uid() >= first && meta.uid() < first + forge::sandbox::ids::SLOTS * forge::sandbox::ids::BLOCK, "{}", meta.uid());
+        assert_eq!(meta.gid(), meta.uid());
+    } else {
+        // Root inside maps to the caller outside.
+        assert_eq!(meta.uid(), nix::unistd::getuid().as_raw());
+    }
+    // Whoever wrote it, the output is handed back to the caller.
+    let spec = fx.spec("cd /forge/out; echo out > file; mkdir dir; ln -s ../file dir/link; chown 7:9 file 2>/dev/null || true");
+    let outcome = sandbox::run(&spec).unwrap();
+    assert_eq!(outcome.exit, Exit::Success, "{}", fs::read_to_string(&spec.log).unwrap_or_default());
+    for rel in ["", "file", "dir", "dir/link"] {
+        let meta = fs::symlink_metadata(outcome.out_dir.join(rel)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()), "{rel}");
+    }
 }
 
 #[test]
@@ -525,4 +540,101 @@ fn bench_trivial_build() {
         times[times.len() - 1],
         times.len()
     );
+}
+
+/// Host pids whose command line is exactly `argv`.
+fn host_pids_with_cmdline(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| fs::read(entry.path().join("cmdline")).map(|c| c == wanted).unwrap_or(false))
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The host's view of a process's real, effective, saved and fs uid.
+fn host_uids(pid: u32) -> Vec<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("Uid:");
+    line.split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect()
+}
+
+/// Issue 13, defect 1: as root, the sandbox's root was host root and /proc was writable,
+/// so a build could set host sysctls (kernel.core_pattern: code execution as host root).
+#[test]
+fn a_build_cannot_write_kernel_settings_and_sees_masked_proc_files_empty() {
+    let fx = Fixture::new();
+    let burst = "/proc/sys/kernel/printk_ratelimit_burst";
+    let host_burst = fs::read_to_string(burst).unwrap();
+    let host_core_pattern = fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    let script = r#"
+        echo 11 > /proc/sys/kernel/printk_ratelimit_burst && echo "WROTE burst"
+        echo '|/build/evil %p' > /proc/sys/kernel/core_pattern && echo "WROTE core_pattern"
+        echo 3 > /proc/sys/vm/drop_caches && echo "WROTE drop_caches"
+        echo h > /proc/sysrq-trigger && echo "WROTE sysrq"
+        tried=0
+        for f in $(find /proc/sys -type f); do
+            tried=$((tried + 1))
+            value=$(head -c 256 "$f" 2>/dev/null) || value=
+            if (printf '%s\n' "$value" > "$f") 2>/dev/null; then echo "WROTE $f"; fi
+        done
+        echo "tried $tried"
+        for f in kcore keys timer_list sched_debug; do
+            [ -e /proc/$f ] && echo "masked $f $(wc -c < /proc/$f)"
+        done
+        true
+    "#;
+    let log = fx.run_ok(script);
+    assert!(!log.contains("WROTE"), "a write under /proc succeeded:\n{log}");
+    let tried: usize = log.lines().find_map(|l| l.strip_prefix("tried ")).unwrap().trim().parse().unwrap();
+    assert!(tried > 100, "only {tried} files under /proc/sys were tried:\n{log}");
+    for name in ["kcore", "keys", "timer_list", "sched_debug"] {
+        if Path::new("/proc").join(name).exists() {
+            assert!(log.contains(&format!("masked {name} 0\n")), "/proc/{name} is not empty inside:\n{log}");
+        }
+    }
+    assert_eq!(fs::read_to_string(burst).unwrap(), host_burst, "the host's printk_ratelimit_burst changed");
+    assert_eq!(fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(), host_core_pattern);
+}
+
+/// Issue 13, defect 1 (a): root's build is root only inside; on the host it runs as an
+/// unprivileged id of its own block, and two builds at once get different blocks.
+#[test]
+fn roots_build_runs_as_an_unprivileged_host_id() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only forge running as root maps the sandbox to a block of host ids");
+        return;
+    }
+    let fx = Fixture::new();
+    let markers = [0, 1].map(|i| (std::process::id() % 40_000 * 2 + i + 170_000).to_string());
+    let specs: Vec<_> = markers.iter().map(|m| fx.spec(&format!("id -u; cat /proc/self/uid_map; touch f; chown 1000:1000 f; echo owner $(stat -c %u:%g f); exec sleep {m}"))).collect();
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = specs
+            .iter()
+            .map(|spec| {
+                let mut spec = spec.clone();
+                spec.timeout = Some(Duration::from_secs(4));
+                scope.spawn(move || sandbox::run(&spec).unwrap())
+            })
+            .collect();
+        let mut uids = Vec::new();
+        for marker in &markers {
+            assert!(eventually(Duration::from_secs(20), || !host_pids_with_cmdline(&["sleep", marker]).is_empty()));
+            let pid = host_pids_with_cmdline(&["sleep", marker])[0];
+            let ids = host_uids(pid);
+            assert_eq!(ids.len(), 4, "{ids:?}");
+            assert!(ids.iter().all(|&id| id >= forge::sandbox::ids::FIRST_ID), "the build runs as host uid {ids:?}");
+            uids.push(ids[0]);
+        }
+        assert_ne!(uids[0], uids[1], "two concurrent builds share host ids");
+        for run in runs {
+            assert_eq!(run.join().unwrap().exit, Exit::TimedOut);
+        }
+    });
+    let log = fs::read_to_string(&specs[0].log).unwrap();
+    assert!(log.starts_with("0\n"), "{log}");
+    let map: Vec<&str> = log.lines().nth(1).unwrap_or("").split_whitespace().collect();
+    assert_eq!(map, ["0", "0", &forge::sandbox::ids::BLOCK.to_string()], "the build cannot use the block's ids:\n{log}");
+    assert!(log.contains("owner 1000:1000\n"), "chown inside the build failed:\n{log}");
 }

@@ -108,9 +108,71 @@ pub fn compress_blob(file: &Path, dest: &Path) -> Result<u64, CacheError> {
     Ok(fs::metadata(dest).map_err(err)?.len())
 }
 
-/// Unpacks one object into a fresh directory, refusing anything that could escape it.
+/// What an object's (unsigned) info declares, and so the most an unpacker writes: a cache
+/// can cost bandwidth, never disk beyond these numbers (docs/reliability.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declared {
+    /// Compressed bytes of the archive.
+    pub archive_bytes: u64,
+    /// Regular files, archive and blobs together, and their total size.
+    pub files: u64,
+    pub file_bytes: u64,
+}
+
+impl Declared {
+    pub fn of(info: &super::format::ObjectInfo) -> Declared {
+        Declared { archive_bytes: info.archive.size, files: info.files, file_bytes: info.size }
+    }
+
+    /// Bytes the decompressed tar stream may have: the files' contents, plus per file a
+    /// header, padding and long-name records, plus room for directories, symlinks and the
+    /// end-of-archive blocks (whose number the info does not declare).
+    fn tar_stream_bytes(&self) -> u64 {
+        const PER_FILE: u64 = 8 << 10;
+        const OTHER_ENTRIES: u64 = 64 << 20;
+        self.file_bytes.saturating_add(self.files.saturating_add(1).saturating_mul(PER_FILE)).saturating_add(OTHER_ENTRIES)
+    }
+}
+
+/// A reader that fails as soon as more than `limit` bytes come through, instead of trusting
+/// the other side to stop: `take(limit + 1)` and an error at the first byte too many.
+struct Bounded<R> {
+    inner: R,
+    limit: u64,
+    seen: u64,
+    what: &'static str,
+}
+
+impl<R: Read> Bounded<R> {
+    fn new(inner: R, limit: u64, what: &'static str) -> Bounded<R> {
+        Bounded { inner, limit, seen: 0, what }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = (self.limit - self.seen).saturating_add(1);
+        let len = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..len])?;
+        self.seen += n as u64;
+        if self.seen > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is larger than the {} bytes its object info declares; stopped there", self.what, self.limit),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Unpacks one object into a fresh directory, refusing anything that could escape it or
+/// exceed what its info declares.
 pub struct Unpacker {
     root: PathBuf,
+    declared: Declared,
+    /// Bytes of regular files written so far (archive entries and blobs).
+    written: u64,
+    files: u64,
     /// Directories created so far (relative); a new entry's parent must be one of them.
     dirs: HashSet<PathBuf>,
     /// Every path created so far, so that no entry replaces another.
@@ -119,19 +181,37 @@ pub struct Unpacker {
 
 impl Unpacker {
     /// `root` must not exist yet; it is created.
-    pub fn new(root: &Path) -> Result<Unpacker, CacheError> {
+    pub fn new(root: &Path, declared: Declared) -> Result<Unpacker, CacheError> {
         fs::create_dir(root).map_err(|e| CacheError::Io(format!("cannot create {}: {e}", root.display())))?;
         let mut dirs = HashSet::new();
         dirs.insert(PathBuf::new());
-        Ok(Unpacker { root: root.to_path_buf(), dirs, seen: HashSet::new() })
+        Ok(Unpacker { root: root.to_path_buf(), declared, written: 0, files: 0, dirs, seen: HashSet::new() })
+    }
+
+    /// Count a regular file of `size` bytes against the declared totals before writing it.
+    fn reserve(&mut self, rel: &Path, size: u64, what: &str) -> Result<(), CacheError> {
+        let total = self.written.saturating_add(size);
+        self.files += 1;
+        if total > self.declared.file_bytes || self.files > self.declared.files {
+            return Err(CacheError::Refused(format!(
+                "{what}: {} ({size} bytes) would make {} files of {total} bytes, but the object info declares {} files of {} bytes; nothing was registered",
+                rel.display(),
+                self.files,
+                self.declared.files,
+                self.declared.file_bytes
+            )));
+        }
+        self.written = total;
+        Ok(())
     }
 
     /// Unpack a compressed archive read from `input`. Returns the compressed bytes read, and
     /// the BLAKE3 of them (to check against the archive's name).
     pub fn archive(&mut self, input: impl Read, what: &str) -> Result<(Digest, u64), CacheError> {
-        let mut hashing = HashingReader::new(input);
+        let mut hashing = HashingReader::new(Bounded::new(input, self.declared.archive_bytes, "the compressed archive"));
         {
             let decoder = zstd::Decoder::new(&mut hashing).map_err(|e| CacheError::Refused(format!("{what}: {e}")))?;
+            let decoder = Bounded::new(decoder, self.declared.tar_stream_bytes(), "the unpacked archive");
             let mut archive = tar::Archive::new(decoder);
             let entries = archive.entries().map_err(|e| CacheError::Refused(format!("{what}: {e}")))?;
             for entry in entries {
@@ -148,6 +228,7 @@ impl Unpacker {
                     tar::EntryType::Regular | tar::EntryType::Continuous => {
                         let executable = entry.header().mode().unwrap_or(0) & 0o111 != 0;
                         let size = entry.size();
+                        self.reserve(&rel, size, what)?;
                         write_new_file(&dest, executable, &mut entry, size)
                     }
                     tar::EntryType::Symlink => {
@@ -181,8 +262,10 @@ impl Unpacker {
     /// Place one big file whose uncompressed content is `input` (a local copy being reused).
     pub fn blob_plain(&mut self, blob: &BlobRef, input: impl Read, what: &str) -> Result<(), CacheError> {
         let rel = self.check_new_path(blob.path.as_bytes(), what)?;
+        self.reserve(&rel, blob.size, what)?;
         let dest = self.root.join(&rel);
-        let mut hashing = HashingReader::new(input);
+        // One byte more than declared is enough to know it is wrong; never write more.
+        let mut hashing = HashingReader::new(input.take(blob.size.saturating_add(1)));
         write_new_file(&dest, blob.executable, &mut hashing, blob.size)
             .map_err(|e| CacheError::Refused(format!("{what}: cannot write {}: {e}", rel.display())))?;
         let (digest, len) = hashing.finish();
@@ -343,9 +426,11 @@ mod tests {
         zstd::encode_all(&tar.into_inner().unwrap()[..], 1).unwrap()
     }
 
+    const GENEROUS: Declared = Declared { archive_bytes: 1 << 30, files: 1000, file_bytes: 1 << 30 };
+
     fn unpack(bytes: &[u8]) -> (tempfile::TempDir, Result<(Digest, u64), CacheError>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut u = Unpacker::new(&dir.path().join("out")).unwrap();
+        let mut u = Unpacker::new(&dir.path().join("out"), GENEROUS).unwrap();
         let r = u.archive(bytes, "test");
         (dir, r)
     }
@@ -368,7 +453,8 @@ mod tests {
         assert_eq!(p1.archive_hash, p2.archive_hash, "same object, same bytes");
         assert_eq!((p1.files, p1.blobs.len()), (3, 1));
 
-        let mut u = Unpacker::new(&dir.path().join("back")).unwrap();
+        let declared = Declared { archive_bytes: p1.archive_size, files: 4, file_bytes: p1.size };
+        let mut u = Unpacker::new(&dir.path().join("back"), declared).unwrap();
         let (hash, size) = u.archive(fs::File::open(&p1.archive).unwrap(), "t").unwrap();
         assert_eq!((hash, size), (p1.archive_hash, p1.archive_size));
         let (blob, file) = &p1.blobs[0];
@@ -405,7 +491,7 @@ mod tests {
     #[test]
     fn a_blob_must_hash_to_its_name_and_go_into_a_directory_of_the_archive() {
         let dir = tempfile::tempdir().unwrap();
-        let mut u = Unpacker::new(&dir.path().join("out")).unwrap();
+        let mut u = Unpacker::new(&dir.path().join("out"), GENEROUS).unwrap();
         let content = b"the real content";
         let good = BlobRef { path: "f".into(), blake3: Digest::of(content), size: content.len() as u64, executable: false };
         let wrong = BlobRef { path: "g".into(), ..good.clone() };
@@ -414,5 +500,86 @@ mod tests {
         assert!(u.blob_plain(&escape, &content[..], "t").is_err());
         u.blob_plain(&good, &content[..], "t").unwrap();
         assert!(u.blob_plain(&good, &content[..], "t").is_err(), "same path twice");
+    }
+
+    /// Total bytes of the regular files under `dir`.
+    fn bytes_on_disk(dir: &Path) -> u64 {
+        walkdir::WalkDir::new(dir).into_iter().flatten().filter(|e| e.file_type().is_file()).map(|e| e.metadata().unwrap().len()).sum()
+    }
+
+    /// Issue 13, defect 2: a tar entry of 256 MiB of zeros (a few KB compressed) in an object
+    /// declared as 1 MiB is refused before a byte of it is written.
+    #[test]
+    fn an_archive_entry_larger_than_the_declared_object_is_never_written() {
+        let mut tar = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_path("zeros").unwrap();
+        header.set_mode(0o644);
+        header.set_size(256 << 20);
+        header.set_cksum();
+        tar.append(&header, io::repeat(0).take(256 << 20)).unwrap();
+        let bomb = tar.into_inner().unwrap().finish().unwrap();
+        assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
+        let dir = tempfile::tempdir().unwrap();
+        let declared = Declared { archive_bytes: bomb.len() as u64, files: 1, file_bytes: 1 << 20 };
+        let mut u = Unpacker::new(&dir.path().join("out"), declared).unwrap();
+        match u.archive(&bomb[..], "zeros from file:///cache") {
+            Err(CacheError::Refused(why)) => {
+                assert!(why.contains("zeros from file:///cache") && why.contains("268435456 bytes") && why.contains("1048576 bytes"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(bytes_on_disk(dir.path()), 0);
+    }
+
+    /// A compressed archive longer than declared, or a tar stream far longer than its files,
+    /// is cut off where it passes the bound.
+    #[test]
+    fn archive_streams_are_bounded_by_the_declared_sizes() {
+        let archive = evil_archive(&[(b"f", tar::EntryType::Regular, b"x")]);
+        let dir = tempfile::tempdir().unwrap();
+        let declared = Declared { archive_bytes: archive.len() as u64 - 1, files: 1, file_bytes: 1 };
+        let mut u = Unpacker::new(&dir.path().join("out"), declared).unwrap();
+        let why = u.archive(&archive[..], "t").unwrap_err().to_string();
+        assert!(why.contains("compressed archive is larger than the"), "{why}");
+
+        // A one-file tar followed by 70 MiB of zero blocks (a tar reader stops at the first
+        // two, the hash must cover the rest): the decompressed stream is bounded too.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_path("f").unwrap();
+        header.set_size(1);
+        header.set_cksum();
+        tar.append(&header, &b"x"[..]).unwrap();
+        let mut stream = tar.into_inner().unwrap();
+        stream.resize(stream.len() + (70 << 20), 0);
+        let padded = zstd::encode_all(&stream[..], 3).unwrap();
+        let declared = Declared { archive_bytes: padded.len() as u64, files: 1, file_bytes: 1 };
+        let mut u = Unpacker::new(&dir.path().join("padded"), declared).unwrap();
+        let why = u.archive(&padded[..], "t").unwrap_err().to_string();
+        assert!(why.contains("unpacked archive is larger than the"), "{why}");
+    }
+
+    /// A blob declared as 1,000 bytes that decompresses to 64 MiB: at most one byte more than
+    /// declared reaches the disk before it is refused; blobs beyond the object's total too.
+    #[test]
+    fn a_blob_is_bounded_by_its_declared_size_and_the_objects_total() {
+        let bomb = zstd::encode_all(io::repeat(0).take(64 << 20), 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(&dir.path().join("out"), GENEROUS).unwrap();
+        let blob = BlobRef { path: "b".into(), blake3: Digest::of(&[0u8; 1000]), size: 1000, executable: false };
+        let why = u.blob(&blob, &bomb[..], "t").unwrap_err().to_string();
+        assert!(why.contains("1000 bytes"), "{why}");
+        assert!(bytes_on_disk(dir.path()) <= 1001, "{} bytes written", bytes_on_disk(dir.path()));
+
+        let declared = Declared { archive_bytes: 1 << 20, files: 2, file_bytes: 1500 };
+        let mut u = Unpacker::new(&dir.path().join("total"), declared).unwrap();
+        let content = vec![1u8; 1000];
+        let first = BlobRef { path: "first".into(), blake3: Digest::of(&content), size: 1000, executable: false };
+        u.blob_plain(&first, &content[..], "t").unwrap();
+        let second = BlobRef { path: "second".into(), ..first.clone() };
+        let why = u.blob_plain(&second, &content[..], "t").unwrap_err().to_string();
+        assert!(why.contains("declares 2 files of 1500 bytes"), "{why}");
+        assert!(!dir.path().join("total/second").exists());
     }
 }

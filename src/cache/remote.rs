@@ -18,6 +18,9 @@ const PARALLEL_GETS: usize = 16;
 /// The batch endpoint of `forge serve`, relative to the cache root.
 pub const BATCH_PATH: &str = "_forge/batch";
 
+/// The largest document (realisation, object info, batch answer) read from a cache.
+const MAX_DOCUMENT: u64 = 64 << 20;
+
 pub trait Remote: Send + Sync {
     /// The cache's URL, for messages.
     fn url(&self) -> &str;
@@ -129,11 +132,19 @@ impl Remote for DirRemote {
         &self.url
     }
     fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        match fs::read(self.path(rel)?) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io("read", rel, e)),
+        let file = match fs::File::open(self.path(rel)?) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("read", rel, e)),
+        };
+        // A document (realisation, object info) is small; a cache's file is never read whole
+        // into memory past MAX_DOCUMENT, whatever it is (a device, a huge file).
+        let mut bytes = Vec::new();
+        file.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes).map_err(|e| self.io("read", rel, e))?;
+        if bytes.len() as u64 > MAX_DOCUMENT {
+            return Err(CacheError::Garbage(format!("{}: {rel} is larger than {MAX_DOCUMENT} bytes, which no cache document is", self.url)));
         }
+        Ok(Some(bytes))
     }
     fn open(&self, rel: &str) -> Result<Option<Box<dyn Read + Send>>, CacheError> {
         match fs::File::open(self.path(rel)?) {
@@ -225,7 +236,7 @@ impl HttpRemote {
         };
         let mut body = Vec::new();
         resp.into_reader()
-            .take(64 << 20)
+            .take(MAX_DOCUMENT)
             .read_to_end(&mut body)
             .map_err(|e| CacheError::Unavailable(format!("{}: POST {BATCH_PATH}: {e}", self.url)))?;
         let answer: BatchAnswer = serde_json::from_slice(&body)
@@ -257,7 +268,7 @@ impl Remote for HttpRemote {
         let Some(resp) = self.get_response(rel)? else { return Ok(None) };
         let mut bytes = Vec::new();
         resp.into_reader()
-            .take(64 << 20)
+            .take(MAX_DOCUMENT)
             .read_to_end(&mut bytes)
             .map_err(|e| CacheError::Unavailable(format!("{}: GET {rel}: {e}", self.url)))?;
         Ok(Some(bytes))

@@ -286,7 +286,8 @@ pub fn unpack_object(
     what: &str,
     local: &HashMap<Digest, PathBuf>,
 ) -> Result<(), CacheError> {
-    let mut unpacker = Unpacker::new(root)?;
+    check_room_for(root, info, what)?;
+    let mut unpacker = Unpacker::new(root, super::archive::Declared::of(info))?;
     let archive_path = format::archive_path(&info.archive.blake3);
     let stream = remote.open(&archive_path)?.ok_or_else(|| CacheError::Refused(format!("{what}: {archive_path} is missing")))?;
     let (hash, size) = unpacker.archive(stream, what)?;
@@ -305,6 +306,22 @@ pub fn unpack_object(
         let blob_path = format::blob_path(&blob.blake3);
         let stream = remote.open(&blob_path)?.ok_or_else(|| CacheError::Refused(format!("{what}: {blob_path} is missing")))?;
         unpacker.blob(blob, stream, what)?;
+    }
+    Ok(())
+}
+
+/// Refuse before downloading an object whose declared size does not fit on the store's file
+/// system (what is written is bounded by that size, see [`Unpacker`]).
+fn check_room_for(root: &Path, info: &ObjectInfo, what: &str) -> Result<(), CacheError> {
+    let Some(dir) = root.parent() else { return Ok(()) };
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| CacheError::Io(format!("cannot stat {}: {e}", dir.display())))?;
+    let free = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+    if info.size > free {
+        return Err(CacheError::Refused(format!(
+            "{what}: the object is {} bytes but {} has {free} bytes free; nothing was downloaded",
+            info.size,
+            dir.display()
+        )));
     }
     Ok(())
 }

@@ -25,6 +25,49 @@ pub fn load(files: &[PathBuf]) -> Result<Loaded, RecipeError> {
     set::Loader::default().load(files)
 }
 
+/// The largest recipe, set or overlay file forge reads (the whole LFS tree's largest is a
+/// few KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The text of a recipe, set or overlay file: a regular file of at most [`MAX_FILE_BYTES`],
+/// UTF-8. Anything else (a device, a fifo, a directory, something larger) is an error that
+/// says what the path is, read without blocking and without reading more than the limit:
+/// `include = ["/dev/zero"]` must be an error, not a read that never ends.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    // O_NONBLOCK: opening a fifo for reading would otherwise wait for a writer.
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a fifo")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("a socket")
+    };
+    if let Some(what) = what {
+        return Err(invalid(format!("it is {what}; recipes, sets and overlays are regular files")));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(invalid(format!("it is {} bytes; recipes, sets and overlays are at most {MAX_FILE_BYTES}", meta.len())));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(invalid(format!("it grew past {MAX_FILE_BYTES} bytes while being read")));
+    }
+    String::from_utf8(bytes).map_err(|e| invalid(format!("it is not UTF-8 (byte {})", e.utf8_error().valid_up_to())))
+}
+
 /// Where something was written: file, 1-based line and column.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {

@@ -86,7 +86,7 @@ pub fn load_overlays(paths: &[PathBuf]) -> Result<Vec<Overlay>, RecipeError> {
 pub fn load_overlay(path: &Path) -> Result<Overlay, RecipeError> {
     let fail = |problem| RecipeError { problems: vec![problem] };
     let file = path.canonicalize().map_err(|e| fail(Problem::in_file(path, ProblemKind::Read(e))))?;
-    let text = std::fs::read_to_string(&file).map_err(|e| fail(Problem::in_file(&file, ProblemKind::Read(e))))?;
+    let text = super::read_text(&file).map_err(|e| fail(Problem::in_file(&file, ProblemKind::Read(e))))?;
     parse_overlay(&file, &text)
 }
 

@@ -89,7 +89,7 @@ pub fn unpinned_url_sources(file: &Path, packages: &[String]) -> Result<Vec<Unpi
 }
 
 fn read_document(file: &Path) -> Result<DocumentMut, PinError> {
-    let text = fs::read_to_string(file).map_err(|source| PinError::Io { op: "read", path: file.to_path_buf(), source })?;
+    let text = super::read_text(file).map_err(|source| PinError::Io { op: "read", path: file.to_path_buf(), source })?;
     text.parse::<DocumentMut>()
         .map_err(|e| PinError::Toml { path: file.to_path_buf(), message: e.to_string().trim_end().to_string() })
 }

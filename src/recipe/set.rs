@@ -174,6 +174,7 @@ impl Loader {
             .into_par_iter()
             .map(|path| {
                 let canonical = path.canonicalize().map_err(|e| Problem::in_file(&path, ProblemKind::Read(e)))?;
+                // Glob matches that are not regular files (directories, devices) are not recipes.
                 Ok(canonical.is_file().then_some(canonical))
             })
             .collect();
@@ -190,7 +191,7 @@ impl Loader {
 }
 
 fn read_and_parse(path: &Path) -> FileOutcome {
-    match std::fs::read_to_string(path) {
+    match super::read_text(path) {
         Ok(text) => parse_file(path, &text),
         Err(err) => FileOutcome { problems: vec![Problem::in_file(path, ProblemKind::Read(err))], ..Default::default() },
     }

@@ -4,7 +4,8 @@
 //!
 //! 1. dies with its parent (`PR_SET_PDEATHSIG`), so a killed forge leaves no build behind;
 //! 2. unshares user, mount, pid, net, uts and ipc namespaces and maps uid/gid 0
-//!    to the caller's ids;
+//!    to the caller's ids, or, when the caller is root, ids 0..65535 to a block of
+//!    unprivileged host ids ([`super::ids`]);
 //! 3. sets the hostname and brings `lo` up;
 //! 4. forks the sandbox's pid 1 ([`super::init`]), which mounts, pivots and
 //!    runs the build, and waits for its report, killing it on timeout;
@@ -26,7 +27,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use super::protocol::{report_path, HelperReport, HelperSpec, SetupFailure};
+use super::protocol::{report_path, HelperReport, HelperSpec, HostIds, SetupFailure};
 use super::{init, sys, SANDBOX_HOSTNAME};
 
 /// Exit statuses of the helper itself; the parent only looks at them when the
@@ -72,7 +73,21 @@ pub(crate) fn io_failure(step: &str, err: &io::Error) -> SetupFailure {
 
 fn run_helper(spec: &HelperSpec) -> Result<HelperReport, SetupFailure> {
     die_with_parent(spec.parent_pid)?;
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    match spec.host_ids {
+        None => {
+            let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+            unshare_namespaces()?;
+            map_root_to(&uid.to_string(), &gid.to_string())?;
+        }
+        Some(ids) => enter_namespaces_as(ids)?,
+    }
+    nix::unistd::sethostname(SANDBOX_HOSTNAME).map_err(|e| SetupFailure::from_errno("setting the hostname", e))?;
+    sys::set_domainname("(none)").map_err(|e| SetupFailure::from_errno("setting the domain name", e))?;
+    sys::bring_up_loopback().map_err(|e| SetupFailure::from_errno("bringing up the loopback interface", e))?;
+    start_init(spec)
+}
+
+fn unshare_namespaces() -> Result<(), SetupFailure> {
     let namespaces = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -81,12 +96,77 @@ fn run_helper(spec: &HelperSpec) -> Result<HelperReport, SetupFailure> {
         | CloneFlags::CLONE_NEWIPC;
     unshare(namespaces).map_err(|e| {
         SetupFailure::from_errno("unshare(user, mount, pid, net, uts, ipc)", e).refused_if(REFUSALS)
-    })?;
-    map_root_to(&uid.to_string(), &gid.to_string())?;
-    nix::unistd::sethostname(SANDBOX_HOSTNAME).map_err(|e| SetupFailure::from_errno("setting the hostname", e))?;
-    sys::set_domainname("(none)").map_err(|e| SetupFailure::from_errno("setting the domain name", e))?;
-    sys::bring_up_loopback().map_err(|e| SetupFailure::from_errno("bringing up the loopback interface", e))?;
-    start_init(spec)
+    })
+}
+
+/// Root's build: namespaces whose ids 0.. are the block `ids` of unprivileged host ids
+/// ([`super::ids`]). A process cannot write such a map for itself (the kernel wants
+/// CAP_SETUID in the parent namespace, which a process inside the new one no longer has),
+/// so the helper forks: the child unshares, the parent, still host root, writes the child's
+/// maps, then only waits and passes the child's exit status on. Returns in the child, which
+/// goes on as the helper; the child keeps host uid 0 (unmapped, "nobody" inside) only until
+/// pid 1 has bound the host directories, then becomes the namespace's root (see init).
+fn enter_namespaces_as(ids: HostIds) -> Result<(), SetupFailure> {
+    let pipe = |what: &str| {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SetupFailure::from_errno(format!("creating the {what} pipe"), e))
+    };
+    let (unshared_read, unshared_write) = pipe("id map")?;
+    let (mapped_read, mapped_write) = pipe("id map")?;
+    let helper = nix::unistd::getpid();
+    // SAFETY: the helper is single-threaded (see start_init).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop((unshared_read, mapped_write));
+            die_with_parent(helper.as_raw() as u32)?;
+            unshare_namespaces()?;
+            File::from(unshared_write)
+                .write_all(b"u")
+                .map_err(|e| io_failure("telling the helper the namespaces exist", &e))?;
+            let mut answer = [0u8; 1];
+            if !matches!(File::from(mapped_read).read(&mut answer), Ok(1)) {
+                // The parent failed; it reports why and kills us.
+                sys::exit_now(EXIT_NO_REPORT);
+            }
+            // Host root's supplementary groups (gid 0 among them) must not follow the build;
+            // the privileged parent's gid map leaves setgroups allowed here.
+            nix::unistd::setgroups(&[]).map_err(|e| SetupFailure::from_errno("dropping supplementary groups", e))
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop((unshared_write, mapped_read));
+            let mut byte = [0u8; 1];
+            if !matches!(File::from(unshared_read).read(&mut byte), Ok(1)) {
+                // The child failed before the namespaces existed and has written the report.
+                sys::exit_now(exit_code(reap(child)?));
+            }
+            if let Err(failure) = write_id_maps(child, ids) {
+                let _ = kill(child, Signal::SIGKILL);
+                reap(child)?;
+                return Err(failure);
+            }
+            File::from(mapped_write)
+                .write_all(b"m")
+                .map_err(|e| io_failure("telling the sandbox its ids are mapped", &e))?;
+            sys::exit_now(exit_code(reap(child)?))
+        }
+        Err(e) => Err(SetupFailure::from_errno("forking the helper into its namespaces", e)),
+    }
+}
+
+fn write_id_maps(child: Pid, ids: HostIds) -> Result<(), SetupFailure> {
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{child}/{file}");
+        fs::write(&path, format!("0 {} {}\n", ids.base, ids.count))
+            .map_err(|e| io_failure(&format!("writing {path}"), &e).refused_if(REFUSALS))?;
+    }
+    Ok(())
+}
+
+/// The helper's exit status for a child's end: its status, or "no report" for a signal.
+fn exit_code(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => code,
+        _ => EXIT_NO_REPORT,
+    }
 }
 
 /// Makes sure the helper cannot outlive the forge process that started it.
@@ -103,7 +183,7 @@ fn die_with_parent(parent_pid: u32) -> Result<(), SetupFailure> {
 /// Maps uid and gid 0 of the current (new) user namespace to `uid`/`gid` of
 /// the parent namespace. `setgroups` must be denied first for an unprivileged
 /// caller to be allowed to write the gid map.
-pub(crate) fn map_root_to(uid: &str, gid: &str) -> Result<(), SetupFailure> {
+fn map_root_to(uid: &str, gid: &str) -> Result<(), SetupFailure> {
     match fs::write("/proc/self/setgroups", "deny") {
         Ok(()) => {}
         // Kernels before 3.19 have no setgroups file and need no denial.

@@ -37,7 +37,7 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use super::child::{io_failure, map_root_to, REFUSALS};
+use super::child::{io_failure, REFUSALS};
 use super::protocol::{FailureKind, HelperReport, HelperSpec, SetupFailure};
 use super::{sys, SANDBOX_OUT, SANDBOX_SOURCES};
 
@@ -74,6 +74,19 @@ fn prepare(spec: &HelperSpec, lifeline: &OwnedFd) -> Result<(), SetupFailure> {
     // Not dumpable: the build may not open /proc/1/exe or /proc/1/fd/*, which
     // lead to host files (the forge binary, the status pipe).
     nix::sys::prctl::set_dumpable(false).map_err(|e| SetupFailure::from_errno("making pid 1 undumpable", e))?;
+    bind_host_directories(spec)?;
+    // The host directories are bound: from here on nothing needs host root's access to
+    // them, and everything mounted next belongs to the sandbox's root.
+    if spec.host_ids.is_some() {
+        become_namespace_root()?;
+        // A change of ids clears the parent-death signal: arm it again, then make sure
+        // the helper did not die in between.
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| SetupFailure::from_errno("setting the parent-death signal of pid 1", e))?;
+        if sys::peer_closed(lifeline) {
+            return Err(SetupFailure::other("starting the sandbox's pid 1", "the helper has exited"));
+        }
+    }
     mount_filesystems(spec)?;
     enter_root(&spec.root)
 }
@@ -82,7 +95,10 @@ fn inside(root: &Path, sandbox_path: &str) -> PathBuf {
     root.join(sandbox_path.trim_start_matches('/'))
 }
 
-fn mount_filesystems(spec: &HelperSpec) -> Result<(), SetupFailure> {
+/// The root farm and the scratch and source directories: the only host paths the sandbox
+/// sees, bound while pid 1 still has the caller's access to them (root's store may sit in a
+/// directory only root can enter).
+fn bind_host_directories(spec: &HelperSpec) -> Result<(), SetupFailure> {
     let root = &spec.root;
     // Nothing we mount may propagate back to the host.
     mount_step(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
@@ -92,14 +108,70 @@ fn mount_filesystems(spec: &HelperSpec) -> Result<(), SetupFailure> {
     let sources = inside(root, SANDBOX_SOURCES);
     bind(&spec.sources, &sources)?;
     remount_read_only(&sources)?;
-    bind(&spec.out, &inside(root, SANDBOX_OUT))?;
+    bind(&spec.out, &inside(root, SANDBOX_OUT))
+}
+
+/// The sandbox's own file systems, then `/` made read-only.
+fn mount_filesystems(spec: &HelperSpec) -> Result<(), SetupFailure> {
+    let root = &spec.root;
     mount_tmpfs(&root.join("tmp"), "mode=1777")?;
     mount_dev(&root.join("dev"))?;
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_step(Some(Path::new("proc")), &root.join("proc"), Some(PROC_FS), proc_flags, None)
         .map_err(|f| f.refused_if(&[Errno::EPERM]))?;
+    restrict_proc(&root.join("proc"))?;
     // Last: the submounts above keep their own (writable) flags.
     remount_read_only(root)
+}
+
+/// Pid 1 of root's build: from host uid 0 (unmapped here, shown as "nobody") to the
+/// namespace's uid/gid 0, which are the build's unprivileged host ids. The capabilities in
+/// the sandbox's namespaces stay (the kernel keeps them when the effective uid becomes the
+/// namespace's root); what goes is every check in which host root's uid itself counted.
+fn become_namespace_root() -> Result<(), SetupFailure> {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| SetupFailure::from_errno("becoming gid 0 of the sandbox", e))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(|e| SetupFailure::from_errno("becoming uid 0 of the sandbox", e))?;
+    // Changing ids resets the dumpable flag to the system default; pid 1 stays undumpable.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| SetupFailure::from_errno("making pid 1 undumpable", e))
+}
+
+/// Parts of `/proc` that reach past the sandbox, as runc's default `readonlyPaths`: bound
+/// read-only onto themselves. Kernel settings (`sys`), the SysRq trigger, interrupt and bus
+/// settings.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs", "asound"];
+/// Parts of `/proc` that show the host's memory, keys or timers, as runc's default
+/// `maskedPaths`: files covered by /dev/null, directories by an empty read-only tmpfs.
+const PROC_MASKED: &[&str] =
+    &["kcore", "keys", "key-users", "timer_list", "timer_stats", "sched_debug", "latency_stats", "acpi", "scsi"];
+
+/// Applies [`PROC_READ_ONLY`] and [`PROC_MASKED`] to the freshly mounted `proc`. These
+/// mounts are locked with the rest in the build's nested namespace, and a procfs covered
+/// like this is no longer "fully visible", so the kernel refuses the build a fresh one.
+/// Entries this kernel does not have are skipped.
+fn restrict_proc(proc: &Path) -> Result<(), SetupFailure> {
+    for name in PROC_READ_ONLY {
+        let path = proc.join(name);
+        if fs::symlink_metadata(&path).is_ok() {
+            mount_step(Some(&path), &path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            remount_read_only(&path)?;
+        }
+    }
+    for name in PROC_MASKED {
+        let path = proc.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+                mount_step(Some(Path::new("tmpfs")), &path, Some("tmpfs"), flags, Some("size=0,mode=0555"))?;
+            }
+            Ok(_) => mount_step(Some(Path::new("/dev/null")), &path, None, MsFlags::MS_BIND, None)?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn mount_step(
@@ -254,22 +326,28 @@ impl Command {
 /// Starts the build and reaps children until it exits.
 fn supervise(spec: &HelperSpec) -> Result<HelperReport, SetupFailure> {
     let command = Command::new(spec)?;
-    let (exec_read, exec_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| SetupFailure::from_errno("creating the exec status pipe", e))?;
+    let pipe = |what: &str| {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SetupFailure::from_errno(format!("creating the {what} pipe"), e))
+    };
+    let (exec_read, exec_write) = pipe("exec status")?;
+    let (unshared_read, unshared_write) = pipe("nested namespace")?;
+    let (mapped_read, mapped_write) = pipe("nested namespace")?;
     // SAFETY: pid 1 is single-threaded, like the helper it was forked from.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            drop(exec_read);
-            let failure = become_build(spec, &command, &exec_write);
+            drop((exec_read, unshared_read, mapped_write));
+            let failure = become_build(spec, &command, &exec_write, NestedHandshake { unshared_write, mapped_read });
             let mut pipe = File::from(exec_write);
             // Best effort: if this write fails pid 1 still sees exit status 127.
             let _ = serde_json::to_vec(&failure).map(|bytes| pipe.write_all(&bytes));
             sys::exit_now(127)
         }
         Ok(ForkResult::Parent { child }) => {
-            drop(exec_write);
+            drop((exec_write, unshared_write, mapped_read));
+            let mapped = map_nested_namespace(child, spec, unshared_read, mapped_write);
             let exec_failure = read_exec_failure(exec_read);
             let exit = reap_until(child)?;
+            mapped?;
             match exec_failure {
                 Some(failure) => Err(failure),
                 None => Ok(exit),
@@ -277,6 +355,33 @@ fn supervise(spec: &HelperSpec) -> Result<HelperReport, SetupFailure> {
         }
         Err(e) => Err(SetupFailure::from_errno("forking the build process", e)),
     }
+}
+
+/// The build's side of [`map_nested_namespace`].
+struct NestedHandshake {
+    unshared_write: OwnedFd,
+    mapped_read: OwnedFd,
+}
+
+/// Pid 1's side of moving the build into its nested user namespace (see [`lock_mounts`]):
+/// once the build has unshared, write its id maps, the identity over every id the sandbox
+/// has (0..65535 for root's build, 0 alone otherwise). Pid 1 writes them because the build,
+/// inside the new namespace, no longer holds CAP_SETUID over the one that maps more than its
+/// own id. On failure the build is killed, so it never runs half set up.
+fn map_nested_namespace(build: Pid, spec: &HelperSpec, unshared: OwnedFd, mapped: OwnedFd) -> Result<(), SetupFailure> {
+    let mut byte = [0u8; 1];
+    if !matches!(File::from(unshared).read(&mut byte), Ok(1)) {
+        return Ok(()); // the build failed before unsharing and reports that itself
+    }
+    let count = spec.host_ids.map_or(1, |ids| ids.count);
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{build}/{file}");
+        if let Err(e) = fs::write(&path, format!("0 0 {count}\n")) {
+            let _ = nix::sys::signal::kill(build, Signal::SIGKILL);
+            return Err(io_failure(&format!("writing {path}"), &e).refused_if(REFUSALS));
+        }
+    }
+    File::from(mapped).write_all(b"m").map_err(|e| io_failure("telling the build its ids are mapped", &e))
 }
 
 /// The exec pipe is close-on-exec: EOF without data means `execve` succeeded.
@@ -292,18 +397,18 @@ fn read_exec_failure(pipe: OwnedFd) -> Option<SetupFailure> {
 }
 
 /// In the forked build process: final isolation steps, then exec.
-fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd) -> SetupFailure {
+fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd, nested: NestedHandshake) -> SetupFailure {
     if let Err(e) = nix::unistd::setsid() {
         return SetupFailure::from_errno("starting a new session for the build", e);
     }
-    // Undo pid 1's setting inherited through fork: a non-dumpable process's
-    // /proc/self files belong to the host's root, so an ordinary user could not
-    // write the id maps below. execve re-evaluates it anyway.
+    // Undo pid 1's setting inherited through fork: a non-dumpable process's /proc/self
+    // files belong to the host's root, so pid 1 could not write the id maps of the nested
+    // namespace. execve re-evaluates it anyway.
     if let Err(e) = nix::sys::prctl::set_dumpable(true) {
         return SetupFailure::from_errno("making the build process dumpable", e);
     }
     sys::carry_nice_into_autogroup();
-    if let Err(failure) = lock_mounts() {
+    if let Err(failure) = lock_mounts(nested) {
         return failure;
     }
     sys::reset_signals();
@@ -317,13 +422,20 @@ fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd) -> Se
     command.exec()
 }
 
-/// Moves into a nested user + mount namespace; the copied mounts are then
-/// locked (see the module documentation). Root stays root: 0 maps to 0.
-fn lock_mounts() -> Result<(), SetupFailure> {
+/// Moves into a nested user + mount namespace; the copied mounts are then locked (see the
+/// module documentation). Root stays root: pid 1 maps the ids one to one.
+fn lock_mounts(nested: NestedHandshake) -> Result<(), SetupFailure> {
     unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| {
         SetupFailure::from_errno("unshare(user, mount) to lock the sandbox mounts", e).refused_if(REFUSALS)
     })?;
-    map_root_to("0", "0")
+    File::from(nested.unshared_write)
+        .write_all(b"u")
+        .map_err(|e| io_failure("telling pid 1 the nested namespace exists", &e))?;
+    let mut byte = [0u8; 1];
+    match File::from(nested.mapped_read).read(&mut byte) {
+        Ok(1) => Ok(()),
+        _ => Err(SetupFailure::other("mapping the ids of the nested namespace", "pid 1 did not map them")),
+    }
 }
 
 /// Waits for `build`, reaping any other process that ends in the meantime

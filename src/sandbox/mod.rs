@@ -19,6 +19,7 @@
 
 mod child;
 mod diagnose;
+pub mod ids;
 mod init;
 mod protocol;
 mod root;
@@ -33,7 +34,8 @@ use std::time::{Duration, Instant};
 
 pub use child::child_main;
 use crate::recipe::stage;
-use protocol::{FailureKind, HelperReport, HelperSpec, SetupFailure};
+use ids::IdBlock;
+use protocol::{FailureKind, HelperReport, HelperSpec, HostIds, SetupFailure};
 
 /// Where the build installs its output inside the sandbox (`$FORGE_OUT`).
 pub const SANDBOX_OUT: &str = "/forge/out";
@@ -174,6 +176,8 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
     validate(spec)?;
     let dirs = ScratchDirs::create(&spec.scratch)?;
     root::assemble(&spec.layers, &dirs.root, spec.build_dir.as_deref())?;
+    let ids = BuildIds::for_this_process()?;
+    ids.hand_over(&dirs)?;
     let helper_spec = HelperSpec {
         parent_pid: std::process::id(),
         root: dirs.root.clone(),
@@ -185,9 +189,12 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
         env: spec.env.clone(),
         timeout_ms: spec.timeout.map(duration_to_ms),
         probe: false,
+        host_ids: ids.host_ids(),
     };
     let log = open_log(&spec.log)?;
-    let (report, peak_memory) = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some(log))?;
+    let helper_result = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some(log));
+    ids.take_back(&dirs.out)?;
+    let (report, peak_memory) = helper_result?;
     let exit = match report {
         HelperReport::Exited(0) => Exit::Success,
         HelperReport::Exited(code) => Exit::Failed(code),
@@ -207,6 +214,8 @@ pub fn probe(helper_exe: &Path) -> Result<(), SandboxError> {
     let sources = scratch.path.join("sources");
     fs::create_dir(&sources).map_err(SandboxError::io("create", &sources))?;
     root::assemble(&[], &dirs.root, None)?;
+    let ids = BuildIds::for_this_process()?;
+    ids.hand_over(&dirs)?;
     let helper_spec = HelperSpec {
         parent_pid: std::process::id(),
         root: dirs.root.clone(),
@@ -218,6 +227,7 @@ pub fn probe(helper_exe: &Path) -> Result<(), SandboxError> {
         env: BTreeMap::new(),
         timeout_ms: Some(10_000),
         probe: true,
+        host_ids: ids.host_ids(),
     };
     match invoke_helper(helper_exe, &dirs.spec_file, &helper_spec, None)?.0 {
         HelperReport::Exited(0) => Ok(()),
@@ -267,6 +277,56 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
         return Err(SandboxError::SourcesMissing { path: spec.sources.clone() });
     }
     Ok(())
+}
+
+/// Whose ids the build runs as: the caller's own (an ordinary user), or a block of
+/// unprivileged host ids held for the duration of the build (root, see [`ids`]).
+enum BuildIds {
+    Caller,
+    Block(IdBlock),
+}
+
+impl BuildIds {
+    fn for_this_process() -> Result<BuildIds, SandboxError> {
+        if nix::unistd::geteuid().is_root() {
+            IdBlock::allocate().map(BuildIds::Block)
+        } else {
+            Ok(BuildIds::Caller)
+        }
+    }
+
+    fn host_ids(&self) -> Option<HostIds> {
+        match self {
+            BuildIds::Caller => None,
+            BuildIds::Block(block) => Some(HostIds { base: block.base, count: block.count }),
+        }
+    }
+
+    /// The writable directories belong to the sandbox's root before the build starts.
+    fn hand_over(&self, dirs: &ScratchDirs) -> Result<(), SandboxError> {
+        if let BuildIds::Block(block) = self {
+            for dir in [&dirs.build, &dirs.out] {
+                std::os::unix::fs::chown(dir, Some(block.base), Some(block.base))
+                    .map_err(SandboxError::io("hand over to the build's ids", dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the build wrote to `$FORGE_OUT` belongs to the store's owner (this process)
+    /// again, whoever in the block it was created as; nothing is left owned by ids that the
+    /// next build holding the block would own too.
+    fn take_back(&self, out: &Path) -> Result<(), SandboxError> {
+        if let BuildIds::Caller = self {
+            return Ok(());
+        }
+        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        crate::fswalk::chown_tree(out, uid, gid).map_err(|source| SandboxError::Io {
+            action: "take back ownership of the output in",
+            path: out.to_path_buf(),
+            source,
+        })
+    }
 }
 
 /// The directories and files `run` creates inside the scratch dir.

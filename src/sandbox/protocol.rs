@@ -26,6 +26,16 @@ pub(crate) struct HelperSpec {
     pub timeout_ms: Option<u64>,
     /// Set up everything, then exit 0 instead of executing `argv`.
     pub probe: bool,
+    /// When forge runs as root: the host ids the sandbox's ids 0.. map to (see
+    /// [`super::ids`]). `None`: uid/gid 0 map to the caller's own ids, and nothing else exists.
+    pub host_ids: Option<HostIds>,
+}
+
+/// A block of host uids and gids, `base .. base + count`, owned by one build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HostIds {
+    pub base: u32,
+    pub count: u32,
 }
 
 /// How a sandboxed run ended, as seen by the helper (and by the sandbox's

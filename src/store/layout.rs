@@ -14,7 +14,6 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -174,32 +173,8 @@ pub(crate) fn sanitize(name: &str) -> String {
 /// made writable on the way: a file may be a hardlink into a store object (sandbox roots are
 /// hardlink farms), and chmod-ing it would change the object. Missing paths are fine.
 pub(crate) fn remove_tree(path: &Path) -> Result<(), StoreError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::Io { op: "stat", path: path.to_path_buf(), source: e }),
-    };
-    if !meta.is_dir() {
-        return remove_ignoring_missing(fs::remove_file(path), "remove", path);
-    }
-    if meta.permissions().mode() & 0o700 != 0o700 {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-            .map_err(StoreError::io("make writable", path))?;
-    }
-    for entry in fs::read_dir(path).map_err(StoreError::io("read directory", path))? {
-        let entry = entry.map_err(StoreError::io("read directory", path))?;
-        remove_tree(&entry.path())?;
-    }
-    remove_ignoring_missing(fs::remove_dir(path), "remove", path)
-}
-
-fn remove_ignoring_missing(r: io::Result<()>, op: &'static str, path: &Path) -> Result<(), StoreError> {
-    match r {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(StoreError::Io { op, path: path.to_path_buf(), source: e })
-        }
-        _ => Ok(()),
-    }
+    // By directory descriptor: a build's scratch tree may be deeper than PATH_MAX.
+    crate::fswalk::remove_tree(path).map_err(StoreError::io("remove", path))
 }
 
 /// Total size of the regular files under `path` (for gc reports), best effort.
@@ -216,6 +191,7 @@ pub(crate) fn tree_size(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn location_rule_prefers_forge_store_then_xdg_then_home() {
