@@ -452,40 +452,6 @@ impl Drop for Nginx {
 }
 
 /// `forge serve` on a free port.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(env: &TestEnv, args: &[&str]) -> Serve {
-        let mut child = env
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start forge serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("forge serve exited early").unwrap();
-            if let Some(rest) = line.split(" at ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Serve { child, url }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn wait_for_port(port: u16) {
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -52,3 +52,60 @@ fn a_set_including_a_device_a_fifo_or_a_huge_file_is_a_clear_error() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("is a character device"), "{}", stderr(&out));
 }
+
+/// One raw HTTP/1.1 request; returns the status code.
+fn raw_request(url: &str, request: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to forge serve");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&answer);
+    head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status in {head:?}"))
+}
+
+fn put(url: &str, path: &str, headers: &str, body: &[u8]) -> u16 {
+    let mut request = format!("PUT /{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sesame\r\n{headers}Connection: close\r\n\r\n");
+    request.push_str(&String::from_utf8_lossy(body));
+    raw_request(url, &request)
+}
+
+/// Defect 8: a PUT with `Content-Length: -1` or an overflowing length got 200 and stored an
+/// empty file; a body not matching its name was stored too.
+#[test]
+fn forge_serve_refuses_malformed_uploads_and_stores_nothing() {
+    let env = TestEnv::empty();
+    let serve = Serve::start(&env, &["--token", "sesame"]);
+    let content = b"archive bytes";
+    let name = forge::hash::Digest::of(content).to_hex();
+    let path = format!("archives/{name}.tar.zst");
+    let cases: [(&str, &[u8], u16); 6] = [
+        ("Content-Length: -1\r\n", content, 400),
+        ("Content-Length: 99999999999999999999999\r\n", content, 413),
+        ("Content-Length: 13\r\nContent-Length: 12\r\n", content, 400),
+        ("", content, 411),
+        ("Content-Length: 5\r\n", b"wrong", 400),
+        ("Content-Length: 13\r\n", b"other content", 400),
+    ];
+    for (headers, body, status) in cases {
+        assert_eq!(put(&serve.url, &path, headers, body), status, "{headers:?}");
+    }
+    let cached = env.store.join("cache").join(&path);
+    assert!(!cached.exists(), "a refused upload was stored");
+    // An object info filed under another object's name, a realisation under another drv.
+    let other = forge::hash::Digest::of(b"x").to_hex();
+    let info = format!("{{\"format\":\"forge-object-v1\",\"out\":\"{name}\",\"files\":0,\"size\":0,\"compression\":\"zstd\",\"archive\":{{\"blake3\":\"{name}\",\"size\":1}},\"blobs\":[]}}");
+    assert_eq!(put(&serve.url, &format!("objects/{other}.json"), &format!("Content-Length: {}\r\n", info.len()), info.as_bytes()), 400);
+    assert_eq!(put(&serve.url, &format!("objects/{name}.json"), &format!("Content-Length: {}\r\n", info.len()), info.as_bytes()), 200);
+    // The well-formed upload goes through, byte for byte.
+    assert_eq!(put(&serve.url, &path, "Content-Length: 13\r\n", content), 200);
+    assert_eq!(std::fs::read(&cached).unwrap(), content);
+}

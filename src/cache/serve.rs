@@ -180,13 +180,19 @@ impl Handler<'_> {
         if !valid_cache_path(path) {
             return Err((400, format!("invalid cache path {path:?}")));
         }
+        let declared = declared_length(request)?;
         let scratch = self.store.scratch_dir("upload").map_err(|e| (500, e.to_string()))?;
         let tmp = scratch.path().join("body");
         let mut file = std::fs::File::create(&tmp).map_err(|e| (500, e.to_string()))?;
-        let copied = std::io::copy(&mut request.as_reader().take(MAX_UPLOAD + 1), &mut file).map_err(|e| (400, e.to_string()))?;
+        let limit = declared.unwrap_or(MAX_UPLOAD);
+        let copied = std::io::copy(&mut request.as_reader().take(limit + 1), &mut file).map_err(|e| (400, e.to_string()))?;
         if copied > MAX_UPLOAD {
             return Err((413, "upload too large".into()));
         }
+        if let Some(declared) = declared.filter(|&n| n != copied) {
+            return Err((400, format!("the body has {copied} bytes but Content-Length says {declared}")));
+        }
+        check_upload(path, &tmp).map_err(|why| (400, format!("{path}: {why}; nothing was stored")))?;
         self.cache.put_file(path, &tmp).map_err(|e| (500, e.to_string()))?;
         Ok(Body::Bytes(Vec::new()))
     }
@@ -210,6 +216,85 @@ impl Handler<'_> {
             found.push(content);
         }
         Ok(Body::Bytes(serde_json::to_vec(&BatchAnswer { found }).expect("serialisable")))
+    }
+}
+
+/// The upload's length from its `Content-Length`: plain decimal digits, one value, at most
+/// [`MAX_UPLOAD`]. `None` for a chunked body (bounded while read). Anything else (`-1`, a
+/// number that overflows, two different lengths, no length at all) is refused: a malformed
+/// request must never become an empty object in the cache.
+fn declared_length(request: &Request) -> Result<Option<u64>, (u16, String)> {
+    fn header<'r>(request: &'r Request, name: &'static str) -> impl Iterator<Item = &'r str> {
+        request.headers().iter().filter(move |h| h.field.equiv(name)).map(|h| h.value.as_str().trim())
+    }
+    let mut lengths = header(request, "Content-Length");
+    let Some(first) = lengths.next() else {
+        if header(request, "Transfer-Encoding").any(|v| v.eq_ignore_ascii_case("chunked")) {
+            return Ok(None);
+        }
+        return Err((411, "a PUT needs a Content-Length".into()));
+    };
+    if lengths.any(|other| other != first) {
+        return Err((400, "conflicting Content-Length headers".into()));
+    }
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return Err((400, format!("Content-Length {first:?} is not a number of bytes")));
+    }
+    match first.parse::<u64>() {
+        Ok(n) if n <= MAX_UPLOAD => Ok(Some(n)),
+        Ok(_) | Err(_) => Err((413, format!("Content-Length {first} exceeds the {MAX_UPLOAD}-byte limit"))),
+    }
+}
+
+/// An upload must be what its path says: an archive or blob whose content hashes to its
+/// name, an object info describing the object it is named after, a realisation of the
+/// derivation and signer it is filed under (signatures are checked by whoever trusts the
+/// key, not here), the cache's format file.
+fn check_upload(path: &str, body: &std::path::Path) -> Result<(), String> {
+    let digest_in = |name: &str, suffix: &str| -> Result<Digest, String> {
+        name.strip_suffix(suffix).and_then(|hex| hex.parse().ok()).ok_or_else(|| "is not a valid cache path".to_string())
+    };
+    let read_document = || -> Result<Vec<u8>, String> {
+        let mut bytes = Vec::new();
+        std::fs::File::open(body)
+            .and_then(|f| f.take(MAX_BATCH + 1).read_to_end(&mut bytes))
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > MAX_BATCH {
+            return Err(format!("a document larger than {MAX_BATCH} bytes"));
+        }
+        Ok(bytes)
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["archives", name] => {
+            let expected = digest_in(name, ".tar.zst")?;
+            let actual = super::archive::hash_file(body).map_err(|e| e.to_string())?;
+            (actual == expected).then_some(()).ok_or(format!("the body hashes to {actual}"))
+        }
+        ["blobs", name] => {
+            let expected = digest_in(name, ".zst")?;
+            let file = std::fs::File::open(body).map_err(|e| e.to_string())?;
+            let mut decoder = zstd::Decoder::new(file).map_err(|e| e.to_string())?;
+            let mut hasher = blake3::Hasher::new();
+            std::io::copy(&mut (&mut decoder).take(MAX_UPLOAD + 1), &mut hasher).map_err(|e| format!("not zstd: {e}"))?;
+            let actual: Digest = hasher.finalize().into();
+            (actual == expected).then_some(()).ok_or(format!("the body decompresses to content hashing to {actual}"))
+        }
+        ["objects", name] => {
+            let out = digest_in(name, ".json")?;
+            format::ObjectInfo::parse(&read_document()?, &out).map(drop)
+        }
+        ["realisations", drv, file] => {
+            let drv = digest_in(drv, "")?;
+            let signer = file.strip_suffix(".json").ok_or("is not a valid cache path")?;
+            let doc: format::RealisationDoc =
+                serde_json::from_slice(&read_document()?).map_err(|e| format!("is not a realisation: {e}"))?;
+            (doc.drv == drv && doc.signer == signer && doc.format == format::REALISATION_FORMAT)
+                .then_some(())
+                .ok_or(format!("is a realisation of {} by {:?}, not of this path", doc.drv, doc.signer))
+        }
+        [format::INFO_FILE] => serde_json::from_slice::<CacheInfo>(&read_document()?).map(drop).map_err(|e| e.to_string()),
+        _ => Err("is not a path of the cache format".into()),
     }
 }
 

@@ -194,3 +194,39 @@ pub fn toolchain_cache() -> &'static Path {
     static CACHE: OnceLock<PathBuf> = OnceLock::new();
     CACHE.get_or_init(|| cache_store("toolchain", &[repo().join("recipes").join("demo.toml")]))
 }
+
+/// `forge serve` on a free loopback port, killed on drop.
+pub struct Serve {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Serve {
+    pub fn start(env: &TestEnv, args: &[&str]) -> Serve {
+        use std::io::BufRead;
+        let mut child = env
+            .cmd()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start forge serve");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("forge serve exited early").unwrap();
+            if let Some(rest) = line.split(" at ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Serve { child, url }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
