@@ -323,16 +323,23 @@ fn resolve_deps(
     for dep in deps {
         match index.get(&dep.name) {
             Some(&id) => ids.push(id),
-            None => problems.push(GraphProblem::UnknownDependency {
-                name: dep.name.clone(),
-                package: recipe.name.clone(),
-                at: dep.at.clone(),
-                suggestion: closest_name(&dep.name, index.keys().map(String::as_str)),
-            }),
+            None => {
+                let suggest = problems.len() < MAX_SUGGESTIONS;
+                problems.push(GraphProblem::UnknownDependency {
+                    name: dep.name.clone(),
+                    package: recipe.name.clone(),
+                    at: dep.at.clone(),
+                    suggestion: suggest.then(|| closest_name(&dep.name, index.keys().map(String::as_str))).flatten(),
+                })
+            }
         }
     }
     ids
 }
+
+/// Unknown names that get a did-you-mean suggestion, per graph: each costs one edit distance
+/// per known name, and a file of a million typos must not cost a million scans.
+const MAX_SUGGESTIONS: usize = 100;
 
 /// The known name closest to `name` by edit distance, if close enough to be a typo.
 fn closest_name<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<String> {

@@ -205,22 +205,43 @@ impl<'de> Deserialize<'de> for Quantity {
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
     line_starts: Vec<usize>,
+    /// (byte offset, characters before it) every [`CHECKPOINT_BYTES`] or so: a column is
+    /// counted from the nearest checkpoint, so locating N problems on one long line costs
+    /// O(N), not O(N * line length).
+    checkpoints: Vec<(usize, usize)>,
 }
+
+const CHECKPOINT_BYTES: usize = 1024;
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { text, line_starts }
+        let mut checkpoints = vec![(0, 0)];
+        let mut at = CHECKPOINT_BYTES;
+        while at < text.len() {
+            while !text.is_char_boundary(at) {
+                at += 1;
+            }
+            let &(previous, chars) = checkpoints.last().expect("starts with (0, 0)");
+            checkpoints.push((at, chars + text[previous..at].chars().count()));
+            at += CHECKPOINT_BYTES;
+        }
+        LineIndex { text, line_starts, checkpoints }
     }
 
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
         let start = self.line_starts[line];
-        // `get` guards against an offset inside a multi-byte character.
-        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        let column = self.chars_before(offset).saturating_sub(self.chars_before(start));
         (line + 1, column + 1)
+    }
+
+    fn chars_before(&self, offset: usize) -> usize {
+        let (at, chars) = self.checkpoints[self.checkpoints.partition_point(|&(at, _)| at <= offset) - 1];
+        // `get` guards against an offset inside a multi-byte character.
+        chars + self.text.get(at..offset).map_or(offset - at, |s| s.chars().count())
     }
 }
 
@@ -745,5 +766,18 @@ mod tests {
         assert!(!is_valid_name("-x"));
         assert!(!is_valid_name(""));
         assert!(!is_valid_name("a b"));
+    }
+
+    #[test]
+    fn line_col_counts_characters_like_the_naive_scan_on_long_non_ascii_lines() {
+        let line: String = (0..5000).map(|i| if i % 7 == 0 { 'é' } else if i % 11 == 0 { '日' } else { 'a' }).collect();
+        let text = format!("first\n{line}\nlast é\n");
+        let index = LineIndex::new(&text);
+        for (offset, _) in text.char_indices().step_by(13) {
+            let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+            let line_no = text[..offset].matches('\n').count() + 1;
+            assert_eq!(index.line_col(offset), (line_no, text[start..offset].chars().count() + 1), "offset {offset}");
+        }
+        assert_eq!(index.line_col(text.len()), (4, 1));
     }
 }
