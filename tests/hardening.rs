@@ -132,3 +132,78 @@ fn many_unknown_dependencies_are_reported_in_linear_time() {
     let suggested = err.matches("did you mean").count();
     assert!(suggested > 0 && suggested <= 100, "{suggested} suggestions");
 }
+
+/// A set with the seed and one package whose build sleeps until killed.
+fn sleeper_set(env: &TestEnv, marker: &str) -> std::path::PathBuf {
+    env.write(
+        "pkgs/sleeper.toml",
+        &format!("[package]\nname = \"sleeper\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = 'mkdir -p $FORGE_OUT; sleep {marker}'\n"),
+    );
+    env.write("set.toml", &format!("[set]\nname = \"s\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()))
+}
+
+fn host_has_process(argv: &[&str]) -> bool {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted))
+}
+
+/// Defect 7: after kill -9 a run stayed `running` for ever and its scratch directory stayed
+/// in STORE/tmp until gc. The next forge to open the store heals both.
+#[test]
+fn a_killed_build_is_marked_interrupted_and_its_scratch_removed() {
+    let env = TestEnv::with_seed_sources();
+    let marker = (std::process::id() % 40_000 + 210_000).to_string();
+    let set = sleeper_set(&env, &marker);
+    let mut forge = env.cmd().args(["build", set.to_str().unwrap()]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let started = Instant::now();
+    while !host_has_process(&["sleep", &marker]) {
+        assert!(started.elapsed() < Duration::from_secs(60), "the build never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tmp = env.store.join("tmp");
+    assert!(std::fs::read_dir(&tmp).unwrap().count() > 0, "the running build has a scratch directory");
+    forge.kill().unwrap();
+    forge.wait().unwrap();
+    // What an earlier forge (before owner tokens) left is not ours to judge: it stays for gc.
+    std::fs::create_dir(tmp.join("legacy-1-0")).unwrap();
+
+    let history = env.forge(&["history", "sleeper"]);
+    assert_exit(&history, 0);
+    let text = stdout(&history);
+    assert!(text.contains("interrupted") && !text.contains("running"), "{text}");
+    let left: Vec<String> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, ["legacy-1-0"], "scratch directories of the dead process are still there");
+    let status = env.forge(&["status", "--json"]);
+    assert!(stdout(&status).contains("INTERRUPTED"), "{}", stdout(&status));
+    // Nothing of the killed build is half-registered: verify is clean and the build resumes.
+    assert_exit(&env.forge(&["verify"]), 0);
+}
+
+/// Defect 7: `.tmp-*` partial uploads of a killed pusher stayed in a file:// cache for ever.
+#[test]
+fn push_and_verify_remove_stale_partial_uploads_only() {
+    let env = TestEnv::with_seed_sources();
+    let seed_set = env.write("seed-set.toml", &format!("[set]\nname = \"s\"\ninclude = [{}]\n", seed_includes()));
+    assert_exit(&env.forge(&["build", seed_set.to_str().unwrap()]), 0);
+    let (key, public) = keygen(&env, "ci-1");
+    let cache = env.path("cache");
+    let url = format!("file://{}", cache.display());
+    assert_exit(&env.forge(&["push", "--to", &url, "--key", key.to_str().unwrap()]), 0);
+    let stale = cache.join("archives/.tmp-999-1");
+    let fresh = cache.join("archives/.tmp-999-2");
+    std::fs::write(&stale, b"half an archive").unwrap();
+    std::fs::write(&fresh, b"an upload in progress").unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let two_hours_ago = nix::sys::time::TimeSpec::new(now - 7200, 0);
+    nix::sys::stat::utimensat(None, &stale, &two_hours_ago, &two_hours_ago, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    let out = env.forge(&["push", "--json", "--to", &url, "--key", key.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("\"stale_uploads_removed\":1"), "{}", stdout(&out));
+    assert!(!stale.exists() && fresh.exists());
+    std::fs::write(&stale, b"again").unwrap();
+    nix::sys::stat::utimensat(None, &stale, &two_hours_ago, &two_hours_ago, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    let out = env.forge(&["verify", "--cache", cache.to_str().unwrap(), "--trusted-key", &public]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("deleted 1 partial uploads"), "{}", stdout(&out));
+    assert!(!stale.exists() && fresh.exists());
+}

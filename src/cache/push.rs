@@ -30,6 +30,8 @@ pub struct PushReport {
     pub blob_bytes_skipped: u64,
     pub blobs_uploaded: u64,
     pub blobs_skipped: u64,
+    /// Partial uploads of killed pushers deleted.
+    pub stale_uploads_removed: u64,
 }
 
 /// Progress callback, once per object uploaded: (package name, out hash, compressed bytes sent).
@@ -45,6 +47,7 @@ pub fn push(
     progress: Progress<'_>,
 ) -> Result<PushReport, CacheError> {
     check_format(remote, true)?;
+    let stale_uploads_removed = remote.remove_stale_uploads()?;
     // One question for all realisations and one for all objects.
     let doc_paths: Vec<String> = items.iter().map(|r| format::realisation_path(&r.drv_hash, &key.name)).collect();
     let have_doc = remote.exists_many(&doc_paths)?;
@@ -58,7 +61,7 @@ pub fn push(
     let info_paths: Vec<String> = outs.iter().map(|(o, _)| format::object_info_path(o)).collect();
     let have_info = remote.exists_many(&info_paths)?;
 
-    let report = Mutex::new(PushReport::default());
+    let report = Mutex::new(PushReport { stale_uploads_removed, ..PushReport::default() });
     let missing: Vec<&(Digest, &str)> = outs.iter().zip(&have_info).filter(|(_, h)| !**h).map(|(o, _)| o).collect();
     report.lock().expect("report").objects_present = (outs.len() - missing.len()) as u64;
     let pool = rayon::ThreadPoolBuilder::new()

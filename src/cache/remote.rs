@@ -41,7 +41,16 @@ pub trait Remote: Send + Sync {
     fn exists_many(&self, paths: &[String]) -> Result<Vec<bool>, CacheError> {
         paths.iter().map(|p| self.exists(p)).collect()
     }
+    /// Delete what killed pushers left half-written, untouched for [`PARTIAL_UPLOAD_GRACE`];
+    /// returns how many. Only a cache this process writes files into itself has any.
+    fn remove_stale_uploads(&self) -> Result<u64, CacheError> {
+        Ok(0)
+    }
 }
+
+/// A partial upload (`.tmp-*`) not written to for this long belongs to a dead pusher: a live
+/// one keeps changing its mtime.
+pub const PARTIAL_UPLOAD_GRACE: Duration = Duration::from_secs(3600);
 
 /// Open `url`: `file:///abs/path`, a plain absolute path, or `http(s)://host[:port]/prefix`.
 pub fn open(url: &str, token: Option<&str>) -> Result<Box<dyn Remote>, CacheError> {
@@ -106,6 +115,24 @@ impl DirRemote {
         CacheError::Unavailable(format!("{}: cannot {op} {rel}: {e}", self.url))
     }
 
+    /// The `.tmp-*` files under the cache older than `grace` (by mtime), removed.
+    pub fn remove_partials_older_than(&self, grace: Duration) -> Result<u64, CacheError> {
+        let mut removed = 0;
+        // Uploads land at most three levels down (realisations/DRV/SIGNER.json).
+        for entry in walkdir::WalkDir::new(&self.root).max_depth(3).into_iter().filter_map(Result::ok) {
+            let partial = entry.file_type().is_file() && entry.file_name().to_string_lossy().starts_with(".tmp-");
+            let stale = || entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age > grace);
+            if partial && stale() {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(CacheError::Io(format!("cannot remove {}: {e}", entry.path().display()))),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Write via a temporary file in the destination directory, then rename.
     fn put_with(&self, rel: &str, write: impl FnOnce(&Path) -> io::Result<()>) -> Result<(), CacheError> {
         let dest = self.path(rel)?;
@@ -130,6 +157,9 @@ fn unique() -> u64 {
 impl Remote for DirRemote {
     fn url(&self) -> &str {
         &self.url
+    }
+    fn remove_stale_uploads(&self) -> Result<u64, CacheError> {
+        self.remove_partials_older_than(PARTIAL_UPLOAD_GRACE)
     }
     fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let file = match fs::File::open(self.path(rel)?) {

@@ -28,6 +28,8 @@ pub struct CacheReport {
     pub unrepaired: Vec<Digest>,
     /// Bad realisation files deleted.
     pub removed: Vec<String>,
+    /// Partial uploads of killed pushers deleted.
+    pub stale_uploads_removed: u64,
 }
 
 impl CacheReport {
@@ -46,7 +48,7 @@ pub fn verify(root: &Path, store: &Store, trust: &Trust, repair: bool) -> Result
     if !super::check_format(&cache, false)? {
         return Err(CacheError::Garbage(format!("{} is not a forge cache (no {})", root.display(), format::INFO_FILE)));
     }
-    let mut report = CacheReport::default();
+    let mut report = CacheReport { stale_uploads_removed: cache.remove_stale_uploads()?, ..CacheReport::default() };
     for (rel, out) in list(root, "objects", ".json")? {
         report.objects_checked += 1;
         let Ok(out) = out.parse::<Digest>() else {

@@ -80,6 +80,7 @@ pub fn run(global: &GlobalArgs, args: PushArgs) -> CliResult {
             "objects_uploaded": report.objects_uploaded, "objects_present": report.objects_present,
             "bytes_uploaded": report.bytes_uploaded, "blobs_uploaded": report.blobs_uploaded,
             "blobs_skipped": report.blobs_skipped, "blob_bytes_skipped": report.blob_bytes_skipped,
+            "stale_uploads_removed": report.stale_uploads_removed,
             "seconds": secs,
         }));
     } else {

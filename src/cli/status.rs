@@ -101,6 +101,7 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode]) -> Result<Build
         ("running", Some(true)) => "PAUSED",
         ("running", Some(false)) => "RUNNING",
         ("running", None) | ("failed", _) => "ERROR",
+        ("interrupted", _) => "INTERRUPTED",
         _ => "COMPLETED",
     };
     let phase = match (run.status.as_str(), nodes.iter().any(|n| n.result != "queued")) {

@@ -101,6 +101,7 @@ fn verify_cache(global: &GlobalArgs, url: &str, args: &VerifyArgs) -> CliResult 
             "repaired": report.repaired.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
             "unrepaired": report.unrepaired.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
             "removed": report.removed,
+            "stale_uploads_removed": report.stale_uploads_removed,
             "clean": report.is_clean(),
         }));
     } else {
@@ -115,6 +116,9 @@ fn verify_cache(global: &GlobalArgs, url: &str, args: &VerifyArgs) -> CliResult 
         }
         for r in &report.removed {
             println!("deleted {r}");
+        }
+        if report.stale_uploads_removed > 0 {
+            println!("deleted {} partial uploads left by killed pushers", report.stale_uploads_removed);
         }
         if report.unverified_signers > 0 {
             println!("{} realisations are signed by keys not trusted here: signatures not checked", report.unverified_signers);

@@ -83,6 +83,44 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, name)
     ) STRICT;
     CREATE INDEX run_nodes_by_name ON run_nodes (name, run_id);",
+    // 5: crash residue (docs/reliability.md): a run whose process died becomes 'interrupted',
+    // with its unfinished nodes; `owner` is the process's owner-lock token. SQLite cannot
+    // change a CHECK, so both tables are rebuilt.
+    "CREATE TABLE runs_v5 (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_ms  INTEGER NOT NULL,
+        finished_ms INTEGER,
+        targets     TEXT NOT NULL,
+        total       INTEGER NOT NULL,
+        jobs        INTEGER NOT NULL,
+        pid         INTEGER NOT NULL,
+        host        TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
+        owner       TEXT
+    ) STRICT;
+    INSERT INTO runs_v5 (id, started_ms, finished_ms, targets, total, jobs, pid, host, status)
+        SELECT id, started_ms, finished_ms, targets, total, jobs, pid, host, status FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_v5 RENAME TO runs;
+    CREATE TABLE run_nodes_v5 (
+        run_id      INTEGER NOT NULL,
+        name        TEXT NOT NULL,
+        drv_hash    TEXT NOT NULL,
+        result      TEXT NOT NULL CHECK (result IN
+                      ('queued', 'running', 'built', 'cached', 'substituted', 'failed', 'skipped', 'not-needed', 'interrupted')),
+        started_ms  INTEGER,
+        finished_ms INTEGER,
+        worker      INTEGER,
+        peak_memory INTEGER,
+        out_hash    TEXT,
+        out_size    INTEGER,
+        error       TEXT,
+        PRIMARY KEY (run_id, name)
+    ) STRICT;
+    INSERT INTO run_nodes_v5 SELECT * FROM run_nodes;
+    DROP TABLE run_nodes;
+    ALTER TABLE run_nodes_v5 RENAME TO run_nodes;
+    CREATE INDEX run_nodes_by_name ON run_nodes (name, run_id);",
 ];
 
 /// Concurrent forge processes wait this long for each other's write transactions.

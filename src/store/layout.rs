@@ -124,12 +124,13 @@ pub struct ScratchDir {
 }
 
 impl ScratchDir {
-    pub(crate) fn create(tmp: &Path, label: &str, store_lock: Option<FileLock>) -> Result<ScratchDir, StoreError> {
+    /// `tmp/LABEL-TOKEN-N`: TOKEN names the owning process (see `residue`).
+    pub(crate) fn create(tmp: &Path, label: &str, token: &str, store_lock: Option<FileLock>) -> Result<ScratchDir, StoreError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let label = sanitize(label);
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = tmp.join(format!("{label}-{}-{n}", std::process::id()));
+            let path = tmp.join(format!("{label}-{token}-{n}"));
             match fs::create_dir(&path) {
                 Ok(()) => return Ok(ScratchDir { path, keep: false, _store_lock: store_lock }),
                 // Left by an earlier process with our pid: try the next number.

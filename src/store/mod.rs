@@ -20,6 +20,7 @@ mod gc;
 mod layout;
 mod lock;
 mod register;
+mod residue;
 mod runs;
 mod verify;
 
@@ -139,7 +140,10 @@ impl Store {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "unknown".to_string());
-        Ok(Store { dir: dir.to_path_buf(), db, host })
+        let store = Store { dir: dir.to_path_buf(), db, host };
+        // What killed processes left: removed or marked before anyone looks (docs/reliability.md).
+        store.heal()?;
+        Ok(store)
     }
 
     pub fn dir(&self) -> &Path {
@@ -338,14 +342,15 @@ impl Store {
     /// on drop. It holds the store lock shared while it exists, so gc never removes it.
     pub fn scratch_dir(&self, label: &str) -> Result<ScratchDir, StoreError> {
         let lock = self.shared_store_lock()?;
-        ScratchDir::create(&self.tmp_dir(), label, Some(lock))
+        self.claim_owner()?;
+        ScratchDir::create(&self.tmp_dir(), label, residue::process_token(), Some(lock))
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.dir.join(layout::TMP)
     }
 
-    fn lock_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn lock_path(&self, name: &str) -> PathBuf {
         self.dir.join(layout::LOCKS).join(name)
     }
 

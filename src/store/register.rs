@@ -134,7 +134,7 @@ impl Store {
     /// Move a bad object directory out of `objects/` (atomically) and delete it. The caller
     /// holds the store lock (shared or exclusive), so the grave takes none of its own.
     pub(crate) fn evict(&self, path: &Path) -> Result<(), StoreError> {
-        let grave = ScratchDir::create(&self.tmp_dir(), "evicted", None)?;
+        let grave = { self.claim_owner()?; ScratchDir::create(&self.tmp_dir(), "evicted", super::residue::process_token(), None)? };
         make_dir_writable(path)?;
         // Renaming a directory onto an empty one replaces it.
         fs::rename(path, grave.path()).map_err(StoreError::io("move out of the store", path))?;

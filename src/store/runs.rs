@@ -25,7 +25,7 @@ pub struct Run {
     /// The forge process running it (to tell a live run from an interrupted one).
     pub pid: u32,
     pub host: String,
-    /// `running`, `succeeded` or `failed`.
+    /// `running`, `succeeded`, `failed`, or `interrupted` (the process died; see `residue`).
     pub status: String,
 }
 
@@ -35,7 +35,8 @@ pub struct RunNode {
     pub name: String,
     pub drv_hash: Digest,
     /// `queued` (expected to be built), `running`, `built`, `cached`, `substituted`,
-    /// `failed`, `skipped` or `not-needed`.
+    /// `failed`, `skipped`, `not-needed`, or `interrupted` (was queued or running when the
+    /// run's process died).
     pub result: String,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
@@ -93,10 +94,11 @@ pub fn now_ms() -> i64 {
 impl Store {
     /// Record the start of a run now; returns its id.
     pub fn begin_run(&self, targets: &str, total: usize, jobs: usize) -> Result<RunId, StoreError> {
+        self.claim_owner()?;
         self.db.write("record a run", |tx| {
             tx.execute(
-                "INSERT INTO runs (started_ms, targets, total, jobs, pid, host, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running')",
-                params![now_ms(), targets, total as i64, jobs as i64, std::process::id() as i64, self.host],
+                "INSERT INTO runs (started_ms, targets, total, jobs, pid, host, status, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+                params![now_ms(), targets, total as i64, jobs as i64, std::process::id() as i64, self.host, super::residue::process_token()],
             )?;
             Ok(tx.last_insert_rowid())
         })
