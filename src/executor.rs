@@ -718,6 +718,15 @@ pub(crate) fn run_in_scratch(
                 build_dir: variation.build_dir.clone(),
             };
             let outcome = sandbox::run(&spec)?;
+            if outcome.exit != Exit::Success {
+                if let Some(full) = DiskFull::diagnose(&outcome.log, scratch.path()) {
+                    // Removing the failed build's files gives the space back: then the log
+                    // can get what it missed, and the reason.
+                    drop(scratch);
+                    full.complete_log(log, &outcome.log);
+                    return Err(BuildFailure { error: format!("{}: {full}", recipe.name), log: None, category: Category::System, transient: false });
+                }
+            }
             match outcome.exit {
                 Exit::Success => Ok(Ran { _scratch: scratch, out_dir: outcome.out_dir, peak_memory: outcome.peak_memory }),
                 Exit::Failed(code) => Err(BuildFailure::script(format!("build script exited with status {code}"), code == TRANSIENT_EXIT)),
@@ -729,6 +738,74 @@ pub(crate) fn run_in_scratch(
             }
         }
     }
+}
+
+/// A build that failed because the file system holding the store filled up.
+struct DiskFull {
+    /// The error of the log writer, when the log itself could not be written.
+    errno: Option<i32>,
+    mount_point: PathBuf,
+    fs_type: String,
+    free_bytes: u64,
+}
+
+/// Below this much free space after a failed build, the build is taken to have filled the
+/// file system (what is left is the reserve a build cannot reach, or nothing).
+const NEARLY_FULL_BYTES: u64 = 4 << 20;
+
+impl DiskFull {
+    fn diagnose(log: &sandbox::Pumped, scratch: &Path) -> Option<DiskFull> {
+        let errno = log.write_error.as_ref().and_then(|(e, _)| e.raw_os_error());
+        let log_full = matches!(errno, Some(libc::ENOSPC | libc::EDQUOT));
+        let stat = nix::sys::statvfs::statvfs(scratch).ok()?;
+        let free_bytes = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+        if !log_full && free_bytes >= NEARLY_FULL_BYTES {
+            return None;
+        }
+        let (mount_point, fs_type) = mount_of(scratch).unwrap_or_else(|| (PathBuf::from("?"), "?".into()));
+        Some(DiskFull { errno: errno.filter(|_| log_full), mount_point, fs_type, free_bytes })
+    }
+
+    /// Append what the log missed (its last bytes, kept in memory) and the diagnosis.
+    fn complete_log(&self, log: &Path, pumped: &sandbox::Pumped) {
+        let mut text = String::new();
+        if let Some((_, written)) = &pumped.write_error {
+            text.push_str(&format!("\n[forge: writing this log failed after {written} bytes; the last {} bytes of the output follow]\n", pumped.tail.len()));
+            text.push_str(&String::from_utf8_lossy(&pumped.tail));
+        }
+        text.push_str(&format!("\n[forge: {self}]\n"));
+        append_to_log(log, &text);
+    }
+}
+
+impl std::fmt::Display for DiskFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let errno = self.errno.map_or("ENOSPC".to_string(), |e| format!("{}", nix::errno::Errno::from_raw(e)));
+        write!(
+            f,
+            "No space left on device ({errno}): the {} file system at {} had {} bytes free when the build failed; free space there or move the store (`[requirements] disk` declares what a package needs)",
+            self.fs_type,
+            self.mount_point.display(),
+            self.free_bytes
+        )
+    }
+}
+
+/// The mount point and file system type holding `path` (the longest matching mount in
+/// /proc/self/mountinfo).
+fn mount_of(path: &Path) -> Option<(PathBuf, String)> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = PathBuf::from(fields.get(4)?.replace("\\040", " "));
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let fs_type = fields.get(dash + 1)?.to_string();
+            path.starts_with(&mount_point).then_some((mount_point, fs_type))
+        })
+        .max_by_key(|(mount_point, _)| mount_point.as_os_str().len())
 }
 
 /// Make every source present and verified, and place it in `dest` under its filename.

@@ -207,3 +207,42 @@ fn push_and_verify_remove_stale_partial_uploads_only() {
     assert!(stdout(&out).contains("deleted 1 partial uploads"), "{}", stdout(&out));
     assert!(!stale.exists() && fresh.exists());
 }
+
+/// A tmpfs mounted for a test, unmounted on drop.
+struct SmallFs(std::path::PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Defect 5: a build that filled the disk ended with "the sandbox helper ended (exit status:
+/// 125) without reporting", an empty log and no word of ENOSPC.
+#[test]
+fn a_build_that_fills_the_disk_says_so_and_keeps_its_log() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a small file system for the store needs root");
+        return;
+    }
+    let env = TestEnv::empty();
+    std::fs::create_dir_all(&env.store).unwrap();
+    nix::mount::mount(Some("tmpfs"), &env.store, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=48m")).unwrap();
+    let _fs = SmallFs(env.store.clone());
+    env.import_seed_sources();
+    env.write(
+        "pkgs/filler.toml",
+        "[package]\nname = \"filler\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = '''\necho before-the-fill\ndd if=/dev/zero of=/build/fill bs=1M count=200\necho never-printed\n'''\n",
+    );
+    let set = env.write("set.toml", &format!("[set]\nname = \"s\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()));
+    let (events, out) = env.build_json(&[set.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    let failed = event_of(&events, "filler");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("No space left on device (ENOSPC)") && error.contains("tmpfs file system at"), "{failed}");
+    assert_eq!(failed["category"], "system", "{failed}");
+    let log = stdout(&env.forge(&["log", "filler"]));
+    assert!(log.contains("before-the-fill"), "{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(!log.contains("never-printed"));
+}

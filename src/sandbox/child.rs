@@ -16,7 +16,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use super::protocol::{report_path, HelperReport, HelperSpec, HostIds, SetupFailure};
+use super::protocol::{HelperReport, HelperSpec, HostIds, SetupFailure, REPORT_FD};
 use super::{init, sys, SANDBOX_HOSTNAME};
 
 /// Exit statuses of the helper itself; the parent only looks at them when the
@@ -43,11 +43,13 @@ pub fn child_main() -> i32 {
     let Some(spec_path) = std::env::args_os().nth(2).map(PathBuf::from) else {
         return EXIT_USAGE;
     };
-    // Opened first: once pid 1 pivots, this process's root is the sandbox root
-    // too (same mount namespace) and the host path is out of reach.
-    let Ok(mut report_file) = File::create(report_path(&spec_path)) else {
+    // The report pipe forge gave us; close-on-exec, so the build never inherits it.
+    // SAFETY: F_SETFD on a descriptor number; fails harmlessly if it is not open.
+    if unsafe { libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
         return EXIT_NO_REPORT;
-    };
+    }
+    // SAFETY: forge's invoke_helper opened REPORT_FD for us and nothing else owns it.
+    let mut report_file = unsafe { File::from_raw_fd(REPORT_FD) };
     let report = match read_spec(&spec_path) {
         Ok(spec) => run_helper(&spec).unwrap_or_else(HelperReport::Failed),
         Err(failure) => HelperReport::Failed(failure),

@@ -21,18 +21,22 @@ mod child;
 mod diagnose;
 pub mod ids;
 mod init;
+mod logpump;
 mod protocol;
 mod root;
 mod sys;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub use child::child_main;
+pub use logpump::Pumped;
 use crate::recipe::stage;
 use ids::IdBlock;
 use protocol::{FailureKind, HelperReport, HelperSpec, HostIds, SetupFailure};
@@ -114,7 +118,7 @@ pub enum Exit {
 }
 
 /// The record of a sandboxed run that got as far as starting the build.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct SandboxOutcome {
     pub exit: Exit,
     /// Wall time of the whole run, root assembly and namespace setup included.
@@ -124,6 +128,8 @@ pub struct SandboxOutcome {
     /// Peak resident memory of the largest process of the build, in bytes (the kernel's
     /// `ru_maxrss` over the reaped process tree), when known.
     pub peak_memory: Option<u64>,
+    /// The end of the build's output, and whether writing the log failed (a full disk).
+    pub log: Pumped,
 }
 
 /// Why a sandbox could not be set up. A build that ran and failed is not an
@@ -194,7 +200,7 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
     let log = open_log(&spec.log)?;
     let helper_result = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some(log));
     ids.take_back(&dirs.out)?;
-    let (report, peak_memory) = helper_result?;
+    let (report, peak_memory, log) = helper_result?;
     let exit = match report {
         HelperReport::Exited(0) => Exit::Success,
         HelperReport::Exited(code) => Exit::Failed(code),
@@ -202,7 +208,7 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
         HelperReport::TimedOut => Exit::TimedOut,
         HelperReport::Failed(failure) => return Err(failure_to_error(failure)),
     };
-    Ok(SandboxOutcome { exit, duration: started.elapsed(), out_dir: dirs.out, peak_memory })
+    Ok(SandboxOutcome { exit, duration: started.elapsed(), out_dir: dirs.out, peak_memory, log })
 }
 
 /// Checks that this machine can create the sandbox: runs the helper through
@@ -372,36 +378,55 @@ fn duration_to_ms(timeout: Duration) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
-/// Writes the spec, runs `HELPER_EXE __sandbox SPEC_FILE` with stdout/stderr
-/// on `log` and nothing else inherited, and reads back its report.
+/// Writes the spec, runs `HELPER_EXE __sandbox SPEC_FILE` with stdout/stderr going to `log`
+/// (through a [`logpump`]) and nothing else inherited, and reads back its report, which the
+/// helper sends through a pipe on descriptor [`protocol::REPORT_FD`] (a pipe needs no disk
+/// space: a build that filled the disk still gets its report home).
 fn invoke_helper(
     exe: &Path,
     spec_file: &Path,
     spec: &HelperSpec,
     log: Option<File>,
-) -> Result<(HelperReport, Option<u64>), SandboxError> {
+) -> Result<(HelperReport, Option<u64>, Pumped), SandboxError> {
     let json = serde_json::to_vec(spec).map_err(|e| {
         SandboxError::InvalidSpec(format!("cannot encode the helper spec (non UTF-8 path?): {e}"))
     })?;
     fs::write(spec_file, json).map_err(SandboxError::io("write", spec_file))?;
-    let (stdout, stderr) = match log {
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SandboxError::io("create a pipe for", spec_file)(e.into()));
+    let (report_read, report_write) = pipe()?;
+    let (stdout, stderr, pump) = match log {
         Some(file) => {
-            let copy = file.try_clone().map_err(SandboxError::io("duplicate the log", spec_file))?;
-            (Stdio::from(file), Stdio::from(copy))
+            let (output_read, output_write) = pipe()?;
+            let copy = output_write.try_clone().map_err(SandboxError::io("duplicate the log pipe", spec_file))?;
+            let pump = logpump::LogPump::start(File::from(output_read), file).map_err(SandboxError::io("start the log writer for", spec_file))?;
+            (Stdio::from(output_write), Stdio::from(copy), Some(pump))
         }
-        None => (Stdio::null(), Stdio::null()),
+        None => (Stdio::null(), Stdio::null(), None),
     };
-    let child = Command::new(exe)
-        .arg(HELPER_ARG)
-        .arg(spec_file)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .map_err(|source| SandboxError::HelperSpawn { exe: exe.to_path_buf(), source })?;
+    let report_fd = report_write.as_raw_fd();
+    let mut command = Command::new(exe);
+    command.arg(HELPER_ARG).arg(spec_file).env_clear().stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    // SAFETY: between fork and exec only dup2 runs, which is async-signal-safe; dup2 clears
+    // close-on-exec on the new descriptor, so exactly this one pipe end reaches the helper.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(report_fd, protocol::REPORT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawned = command.spawn();
+    // Our copies of the write ends: the pipes reach EOF when the helper's side is gone.
+    drop(command);
+    drop(report_write);
+    let child = spawned.map_err(|source| SandboxError::HelperSpawn { exe: exe.to_path_buf(), source })?;
+    let mut report = Vec::new();
+    // EOF once the helper and the sandbox's pid 1 have exited (the build holds no copy).
+    let _ = File::from(report_read).take(protocol::MAX_REPORT + 1).read_to_end(&mut report);
     let (status, peak_memory) = wait_with_peak_memory(child).map_err(|source| SandboxError::HelperSpawn { exe: exe.to_path_buf(), source })?;
-    Ok((read_report(exe, &protocol::report_path(spec_file), status)?, peak_memory))
+    let pumped = pump.map(logpump::LogPump::finish).unwrap_or_default();
+    Ok((parse_report(exe, &report, status)?, peak_memory, pumped))
 }
 
 /// Wait for the helper with wait4(2): its exit status, and the peak resident memory of the
@@ -427,17 +452,16 @@ fn wait_with_peak_memory(child: std::process::Child) -> std::io::Result<(ExitSta
     Ok((ExitStatus::from_raw(status), peak))
 }
 
-fn read_report(exe: &Path, path: &Path, status: ExitStatus) -> Result<HelperReport, SandboxError> {
+fn parse_report(exe: &Path, bytes: &[u8], status: ExitStatus) -> Result<HelperReport, SandboxError> {
     let died = |detail: String| SandboxError::HelperDied {
         exe: exe.to_path_buf(),
         status: status.to_string(),
         detail,
     };
-    let bytes = fs::read(path).map_err(|e| died(format!("{}: {e}", path.display())))?;
     if bytes.is_empty() {
-        return Err(died(format!("{} is empty", path.display())));
+        return Err(died("its report pipe closed without a report".into()));
     }
-    serde_json::from_slice(&bytes).map_err(|e| died(format!("{}: {e}", path.display())))
+    serde_json::from_slice(bytes).map_err(|e| died(format!("unreadable report: {e}")))
 }
 
 fn failure_to_error(failure: SetupFailure) -> SandboxError {

@@ -1,11 +1,11 @@
 //! The private contract between `sandbox::run` (in the forge process) and the
 //! helper (`forge __sandbox SPEC_FILE`): the spec the parent writes, and the
-//! report the helper writes next to it (`SPEC_FILE.report`). Both are JSON and
+//! report the helper sends back on descriptor [`REPORT_FD`]. Both are JSON and
 //! only ever exchanged between a forge binary and itself, so the format is not
 //! versioned; the helper is always the same executable as the caller.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,22 +90,16 @@ impl SetupFailure {
     }
 }
 
-/// Where the helper writes its report for a given spec file.
-pub(crate) fn report_path(spec_file: &Path) -> PathBuf {
-    let mut name = spec_file.as_os_str().to_owned();
-    name.push(".report");
-    PathBuf::from(name)
-}
+/// The helper's descriptor for its report: the write end of a pipe forge reads.
+pub(crate) const REPORT_FD: i32 = 3;
+/// The largest report forge reads (a report is a few hundred bytes).
+pub(crate) const MAX_REPORT: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use nix::errno::Errno;
 
-    #[test]
-    fn report_path_appends_suffix() {
-        assert_eq!(report_path(Path::new("/s/sandbox.json")), PathBuf::from("/s/sandbox.json.report"));
-    }
 
     #[test]
     fn refusal_only_for_listed_errnos() {

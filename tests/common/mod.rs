@@ -46,6 +46,12 @@ impl TestEnv {
         env
     }
 
+    /// Put the seed's sources into this env's store (for a store made by hand, e.g. on a
+    /// small file system).
+    pub fn import_seed_sources(&self) {
+        self.import_sources(seed_cache());
+    }
+
     fn import_sources(&self, cache_store: &Path) {
         let store = Store::open(&self.store).expect("open test store");
         for entry in std::fs::read_dir(cache_store.join("sources")).expect("read cache sources") {
