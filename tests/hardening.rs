@@ -246,3 +246,56 @@ fn a_build_that_fills_the_disk_says_so_and_keeps_its_log() {
     assert!(log.contains("No space left on device"), "{log}");
     assert!(!log.contains("never-printed"));
 }
+
+/// Defect 4: a big file (blob-sized) whose name is not UTF-8 made `forge push` exit 1 with
+/// no realisation uploaded for any object. It now travels in the archive; and one object
+/// that cannot be packed costs only its own realisation.
+#[test]
+fn push_handles_non_utf8_big_files_and_isolates_a_broken_object() {
+    let a = TestEnv::with_seed_sources();
+    a.write(
+        "pkgs/odd.toml",
+        "[package]\nname = \"odd\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = '''\nmkdir -p $FORGE_OUT\nhead -c 300000 /dev/urandom > \"$FORGE_OUT/caf$(printf '\\351')\"\necho small > \"$FORGE_OUT/na$(printf '\\377')ve\"\n'''\n",
+    );
+    a.write("pkgs/plain.toml", "[package]\nname = \"plain\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = 'mkdir -p $FORGE_OUT && echo plain > $FORGE_OUT/file'\n");
+    let set = a.write("set.toml", &format!("[set]\nname = \"s\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()));
+    let (events, out) = a.build_json(&[set.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let odd_out = out_of(&events, "odd");
+    let (key, public) = keygen(&a, "ci-1");
+    let cache = a.path("cache");
+    let url = format!("file://{}", cache.display());
+    let pushed = a.forge(&["push", "--json", "--to", &url, "--key", key.to_str().unwrap(), set.to_str().unwrap()]);
+    assert_exit(&pushed, 0);
+
+    // Another machine substitutes the odd package, bit for bit.
+    let b = TestEnv::with_seed_sources();
+    let (events, out) = b.build_json(&["--substituter", &url, "--trusted-key", &public, set.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert_eq!(event_of(&events, "odd")["event"], "substituted", "{}", stderr(&out));
+    assert_eq!(out_of(&events, "odd"), odd_out);
+
+    // A store object that cannot be packed (a fifo where a file was): push reports it,
+    // exits 1, and still pushes the other realisations.
+    let c = TestEnv::with_seed_sources();
+    let (events, out) = c.build_json(&[set.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let broken = c.store.join("objects").join(out_of(&events, "plain")).join("file");
+    std::fs::remove_file(&broken).unwrap();
+    nix::unistd::mkfifo(&broken, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let (key_c, _) = keygen(&c, "ci-2");
+    let cache_c = c.path("cache");
+    let url_c = format!("file://{}", cache_c.display());
+    let pushed = c.forge(&["push", "--json", "--to", &url_c, "--key", key_c.to_str().unwrap(), set.to_str().unwrap()]);
+    assert_exit(&pushed, 1);
+    let report = json_lines(&pushed.stdout).pop().unwrap();
+    assert_eq!(report["failed"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["failed"][0]["name"], "plain");
+    assert!(report["realisations_uploaded"].as_u64().unwrap() >= 2, "{report}");
+    let realisations = walk_files(&cache_c.join("realisations"));
+    assert_eq!(realisations.len() as u64, report["realisations_uploaded"].as_u64().unwrap());
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir).into_iter().flatten().filter(|e| e.file_type().is_file()).map(|e| e.path().to_path_buf()).collect()
+}

@@ -74,10 +74,12 @@ pub fn pack(object: &Path, archive_file: &Path) -> Result<Packed, CacheError> {
             let executable = meta.permissions().mode() & 0o111 != 0;
             files += 1;
             size += meta.len();
-            if meta.len() >= BLOB_MIN_SIZE {
+            // Big files travel as blobs, named in the object info's JSON, so their paths
+            // must be UTF-8; a big file with any other name travels inside the archive,
+            // which holds names as bytes (docs/cache-format.md).
+            if let (true, Some(rel_utf8)) = (meta.len() >= BLOB_MIN_SIZE, rel.to_str()) {
                 let digest = hash_file(path)?;
-                let rel = rel_string(rel)?;
-                blobs.push((BlobRef { path: rel, blake3: digest, size: meta.len(), executable }, path.to_path_buf()));
+                blobs.push((BlobRef { path: rel_utf8.to_string(), blake3: digest, size: meta.len(), executable }, path.to_path_buf()));
                 continue;
             }
             header.set_entry_type(tar::EntryType::Regular);
@@ -326,12 +328,6 @@ fn write_new_file(dest: &Path, executable: bool, input: &mut impl Read, size: u6
         return Err(io::Error::other(format!("expected {size} bytes, got {copied}")));
     }
     file.set_permissions(fs::Permissions::from_mode(if executable { 0o555 } else { 0o444 }))
-}
-
-fn rel_string(rel: &Path) -> Result<String, CacheError> {
-    rel.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| CacheError::Io(format!("{}: a big file's path must be UTF-8 to be listed as a blob", rel.display())))
 }
 
 /// BLAKE3 of a file's content (memory-mapped when large).

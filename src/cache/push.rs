@@ -32,6 +32,9 @@ pub struct PushReport {
     pub blobs_skipped: u64,
     /// Partial uploads of killed pushers deleted.
     pub stale_uploads_removed: u64,
+    /// Objects that could not be uploaded (package, out hash, why); their realisations were
+    /// not pushed, everything else was.
+    pub failed: Vec<(String, Digest, String)>,
 }
 
 /// Progress callback, once per object uploaded: (package name, out hash, compressed bytes sent).
@@ -68,23 +71,29 @@ pub fn push(
         .num_threads(jobs.max(1))
         .build()
         .map_err(|e| CacheError::Io(format!("cannot start push threads: {e}")))?;
+    // One object that cannot be uploaded costs its own realisations, never the others'.
     pool.install(|| {
-        missing.par_iter().try_for_each(|(out, name)| -> Result<(), CacheError> {
-            let moved = upload_object(store, remote, out)?;
-            progress(name, out, moved.bytes_uploaded);
+        missing.par_iter().for_each(|(out, name)| {
+            let uploaded = upload_object(store, remote, out);
             let mut r = report.lock().expect("report");
-            r.objects_uploaded += 1;
-            r.bytes_uploaded += moved.bytes_uploaded;
-            r.blobs_uploaded += moved.blobs_uploaded;
-            r.blobs_skipped += moved.blobs_skipped;
-            r.blob_bytes_skipped += moved.blob_bytes_skipped;
-            Ok(())
+            match uploaded {
+                Ok(moved) => {
+                    progress(name, out, moved.bytes_uploaded);
+                    r.objects_uploaded += 1;
+                    r.bytes_uploaded += moved.bytes_uploaded;
+                    r.blobs_uploaded += moved.blobs_uploaded;
+                    r.blobs_skipped += moved.blobs_skipped;
+                    r.blob_bytes_skipped += moved.blob_bytes_skipped;
+                }
+                Err(e) => r.failed.push((name.to_string(), *out, e.to_string())),
+            }
         })
-    })?;
+    });
     // Realisations last: their objects are complete by now.
     let mut report = report.into_inner().expect("report");
+    let failed: HashSet<Digest> = report.failed.iter().map(|(_, out, _)| *out).collect();
     for (r, (path, have)) in items.iter().zip(doc_paths.iter().zip(&have_doc)) {
-        if *have {
+        if *have || failed.contains(&r.out_hash) {
             continue;
         }
         let doc = sign(key, r);

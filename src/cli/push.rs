@@ -81,9 +81,13 @@ pub fn run(global: &GlobalArgs, args: PushArgs) -> CliResult {
             "bytes_uploaded": report.bytes_uploaded, "blobs_uploaded": report.blobs_uploaded,
             "blobs_skipped": report.blobs_skipped, "blob_bytes_skipped": report.blob_bytes_skipped,
             "stale_uploads_removed": report.stale_uploads_removed,
+            "failed": report.failed.iter().map(|(name, out, why)| json!({"name": name, "out": out.to_hex(), "error": why})).collect::<Vec<_>>(),
             "seconds": secs,
         }));
     } else {
+        for (name, out, why) in &report.failed {
+            eprintln!("forge: cannot push {name} ({}): {why}; its realisation was not pushed", out.short());
+        }
         eprintln!(
             "pushed {} of {} realisations and {} objects ({}; {} already there, {} of big files already there) to {} in {secs:.1}s",
             report.realisations_uploaded,
@@ -95,5 +99,5 @@ pub fn run(global: &GlobalArgs, args: PushArgs) -> CliResult {
             args.to
         );
     }
-    Ok(EXIT_OK)
+    Ok(if report.failed.is_empty() { EXIT_OK } else { super::EXIT_FAILED })
 }
