@@ -43,6 +43,10 @@ pub const NORMALIZED_MTIME_SECS: i64 = 1;
 pub const FILE_MODE: u32 = 0o444;
 /// Mode of a normalized executable file (any x bit was set) and of a normalized directory.
 pub const EXEC_MODE: u32 = 0o555;
+/// The longest path, relative to the object's root, an output may have (bytes). Below
+/// PATH_MAX (4096) by enough room for any prefix forge puts in front of it: the store's own
+/// directory, `objects/<hash>/`, a sandbox farm and a staging directory.
+pub const MAX_RELATIVE_PATH: usize = 3072;
 /// Mode a directory gets while normalization (or registration) still needs to write into it.
 const WRITABLE_DIR_MODE: u32 = 0o755;
 
@@ -65,6 +69,8 @@ pub enum TreeError {
     },
     #[error("{path} is a {kind}: only regular files, directories and symlinks may be hashed or stored")]
     SpecialFile { path: PathBuf, kind: &'static str },
+    #[error("{}...: a path in the output is longer than {limit} bytes; the store keeps paths below that length so that every later step (the object directory, a sandbox root, an archive) can reach them; shorten the output's names or nesting", String::from_utf8_lossy(&path.as_os_str().as_bytes()[..path.as_os_str().len().min(200)]))]
+    PathTooLong { path: PathBuf, limit: usize },
 }
 
 impl TreeError {
@@ -276,20 +282,28 @@ pub fn normalize(path: &Path) -> Result<(), TreeError> {
 pub(crate) fn normalize_with(path: &Path, root: RootMode) -> Result<(), TreeError> {
     let meta = fs::symlink_metadata(path).map_err(TreeError::io("stat", path))?;
     match classify(path, meta.file_type())? {
-        Kind::Dir => normalize_dir(path, root),
+        Kind::Dir => normalize_dir(path, root, path.as_os_str().len()),
         Kind::File => normalize_file(path, meta.permissions().mode()),
         Kind::Symlink => normalize_symlink(path),
     }
 }
 
-fn normalize_dir(path: &Path, root: RootMode) -> Result<(), TreeError> {
+/// `root_len`: the length of the tree root's path, to measure paths inside the tree.
+fn normalize_dir(path: &Path, root: RootMode, root_len: usize) -> Result<(), TreeError> {
     // Make sure we (the owner) can list the directory before descending; the final mode is
     // set after the children, so that nothing below needs a write it is no longer allowed.
     set_mode(path, WRITABLE_DIR_MODE)?;
     list_dir(path)?.into_par_iter().try_for_each(|(name, kind)| {
         let child = path.join(name);
+        if child.as_os_str().len() - root_len > MAX_RELATIVE_PATH {
+            let relative = &child.as_os_str().as_bytes()[root_len + 1..];
+            return Err(TreeError::PathTooLong {
+                path: PathBuf::from(OsStr::from_bytes(relative)),
+                limit: MAX_RELATIVE_PATH,
+            });
+        }
         match kind {
-            Kind::Dir => normalize_dir(&child, RootMode::Seal),
+            Kind::Dir => normalize_dir(&child, RootMode::Seal, root_len),
             Kind::File => {
                 let mode = fs::symlink_metadata(&child)
                     .map_err(TreeError::io("stat", &child))?

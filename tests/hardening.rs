@@ -299,3 +299,27 @@ fn push_handles_non_utf8_big_files_and_isolates_a_broken_object() {
 fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     walkdir::WalkDir::new(dir).into_iter().flatten().filter(|e| e.file_type().is_file()).map(|e| e.path().to_path_buf()).collect()
 }
+
+/// Defect 3: an output deeper than PATH_MAX (30 directories of 200-character names, made with
+/// relative mkdir/cd) failed with "File name too long", left its scratch directory, and every
+/// later `forge gc` exited 1. Now it is refused by name, and nothing stays behind.
+#[test]
+fn an_output_deeper_than_path_max_is_refused_cleanly_and_gc_stays_green() {
+    let env = TestEnv::with_seed_sources();
+    env.write(
+        "pkgs/deep.toml",
+        "[package]\nname = \"deep\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = '''\nmkdir -p $FORGE_OUT && cd $FORGE_OUT\nn=$(printf '%0200d' 0)\nmkdir d && echo bottom > d/leaf\n# Nested from the bottom up by renames, so that no single call needs a long path.\nfor i in $(seq 30); do mkdir t && mv d t/$n && mv t d; done\n'''\n",
+    );
+    let set = env.write("set.toml", &format!("[set]\nname = \"s\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()));
+    let (events, out) = env.build_json(&[set.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    let failed = event_of(&events, "deep");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("longer than 3072 bytes"), "{failed}\n{}", stdout(&env.forge(&["log", "deep"])));
+    let tmp = env.store.join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+    let gc = env.forge(&["gc"]);
+    assert_exit(&gc, 0);
+    assert_exit(&env.forge(&["verify"]), 0);
+}

@@ -292,6 +292,9 @@ impl Unpacker {
         if trimmed.is_empty() || raw.contains(&0) {
             return Err(refuse("has an empty or invalid path"));
         }
+        if trimmed.len() > crate::tree::MAX_RELATIVE_PATH {
+            return Err(refuse(&format!("is longer than {} bytes, the store's limit", crate::tree::MAX_RELATIVE_PATH)));
+        }
         let path = Path::new(std::ffi::OsStr::from_bytes(trimmed));
         if path.components().any(|c| !matches!(c, Component::Normal(_))) || trimmed.windows(2).any(|w| w == b"//") {
             return Err(refuse("is absolute or contains '.' or '..'"));
@@ -494,6 +497,9 @@ mod tests {
         assert!(u.blob_plain(&wrong, &b"other content!!!"[..], "t").is_err());
         let escape = BlobRef { path: "../f".into(), ..good.clone() };
         assert!(u.blob_plain(&escape, &content[..], "t").is_err());
+        let too_long = BlobRef { path: "d/".repeat(1600) + "f", ..good.clone() };
+        let err = u.blob_plain(&too_long, &content[..], "t").unwrap_err().to_string();
+        assert!(err.contains("longer than 3072 bytes"), "{err}");
         u.blob_plain(&good, &content[..], "t").unwrap();
         assert!(u.blob_plain(&good, &content[..], "t").is_err(), "same path twice");
     }
