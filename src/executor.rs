@@ -41,6 +41,9 @@ pub struct Options {
     /// ready nodes start longest-remaining-path first (critical path first); when empty, in
     /// topological order.
     pub expected_ms: Vec<u64>,
+    /// How long a build whose recipe names no `max-silent-time` may print nothing
+    /// (`forge build --max-silent-time`); `None`: silence never ends such a build.
+    pub max_silent: Option<Duration>,
 }
 
 impl Options {
@@ -716,6 +719,7 @@ pub(crate) fn run_in_scratch(
                 timeout: recipe.requirements.timeout.map(Duration::from_secs),
                 log: log.to_path_buf(),
                 build_dir: variation.build_dir.clone(),
+                limits: limits_of(&recipe.requirements, opts),
             };
             let outcome = sandbox::run(&spec)?;
             if outcome.exit != Exit::Success {
@@ -735,8 +739,26 @@ pub(crate) fn run_in_scratch(
                     format!("build exceeded its timeout of {}s ([requirements] timeout)", recipe.requirements.timeout.unwrap_or(0)),
                     false,
                 )),
+                Exit::LimitExceeded(breach) => Err(BuildFailure { error: format!("{}: {breach}", recipe.name), log: None, category: Category::System, transient: false }),
             }
         }
+    }
+}
+
+/// The sandbox limits of a build: the recipe's `[requirements]`, else the run's
+/// `--max-silent-time` (silence only), else forge's defaults (docs/sandbox.md, "Limits").
+fn limits_of(requirements: &crate::recipe::Requirements, opts: &Options) -> sandbox::Limits {
+    let defaults = sandbox::Limits::default();
+    sandbox::Limits {
+        memory: requirements.memory.unwrap_or(defaults.memory),
+        processes: requirements.processes.unwrap_or(defaults.processes),
+        disk: requirements.disk.unwrap_or(defaults.disk),
+        tmp: requirements.tmp.unwrap_or(defaults.tmp),
+        max_silent: match requirements.max_silent_time {
+            Some(0) => None,
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+            None => opts.max_silent,
+        },
     }
 }
 

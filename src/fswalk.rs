@@ -27,6 +27,11 @@ pub(crate) trait Visit {
     fn leave(&mut self, _parent: RawFd, _name: &CStr) -> io::Result<()> {
         Ok(())
     }
+    /// Whether entries may vanish while the walk runs (a tree something else is writing):
+    /// a directory gone before it could be opened is then skipped, not an error.
+    fn tolerates_change(&self) -> bool {
+        false
+    }
 }
 
 /// One directory on the way from the root to where the walk is.
@@ -63,7 +68,11 @@ pub(crate) fn walk(root: &Path, visitor: &mut impl Visit) -> io::Result<()> {
         if !is_dir {
             continue;
         }
-        let fd = open_dir(parent_fd, &name)?;
+        let fd = match open_dir(parent_fd, &name) {
+            Ok(fd) => fd,
+            Err(e) if visitor.tolerates_change() && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => continue,
+            Err(e) => return Err(e),
+        };
         let frame = Frame { id: dev_ino(&fd)?, pending: read_entries(&fd)?, fd: Some(fd), name };
         stack.push(frame);
         if stack.len() > MAX_OPEN {
@@ -127,6 +136,47 @@ impl Visit for Chowner {
     fn visit(&mut self, parent: RawFd, name: &CStr, _is_dir: bool) -> io::Result<()> {
         // SAFETY: a valid directory descriptor and a NUL-terminated name.
         check(unsafe { libc::fchownat(parent, name.as_ptr(), self.uid, self.gid, libc::AT_SYMLINK_NOFOLLOW) })
+    }
+}
+
+/// The disk space `path` and everything below it take (allocated blocks, each hard-linked
+/// file once). Made for trees a build is writing to while they are measured: entries that
+/// vanish meanwhile are skipped.
+pub(crate) fn disk_usage(path: &Path) -> io::Result<u64> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let mut usage = Usage { bytes: std::os::unix::fs::MetadataExt::blocks(&meta) * 512, seen: Default::default() };
+    if meta.is_dir() {
+        walk(path, &mut usage)?;
+    }
+    Ok(usage.bytes)
+}
+
+struct Usage {
+    bytes: u64,
+    /// (device, inode) of the files with more than one link counted so far.
+    seen: std::collections::HashSet<(u64, u64)>,
+}
+
+impl Visit for Usage {
+    fn visit(&mut self, parent: RawFd, name: &CStr, _is_dir: bool) -> io::Result<()> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: valid descriptor and name; fstatat fills `st` on success.
+        match check(unsafe { libc::fstatat(parent, name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) }) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        // SAFETY: initialised by the successful fstatat above.
+        let st = unsafe { st.assume_init() };
+        if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR && !self.seen.insert((st.st_dev, st.st_ino)) {
+            return Ok(());
+        }
+        self.bytes += st.st_blocks as u64 * 512;
+        Ok(())
+    }
+
+    fn tolerates_change(&self) -> bool {
+        true
     }
 }
 
@@ -287,6 +337,19 @@ mod tests {
     use super::*;
     use std::ffi::OsStr;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn disk_usage_counts_blocks_once_per_inode_at_any_depth() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().join("t");
+        std::fs::create_dir(&top).unwrap();
+        std::fs::write(top.join("a"), vec![1u8; 1 << 20]).unwrap();
+        std::fs::hard_link(top.join("a"), top.join("b")).unwrap();
+        make_deep_tree(&top, 100, OsStr::new(&"d".repeat(100))).unwrap();
+        let used = disk_usage(&top).unwrap();
+        assert!((1 << 20..3 << 20).contains(&used), "{used}");
+        remove_tree(&top).unwrap();
+    }
 
     #[test]
     fn removes_a_tree_deeper_than_path_max_with_read_only_dirs() {

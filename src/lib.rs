@@ -29,6 +29,7 @@
 pub mod hash;
 pub mod tree;
 pub(crate) mod fswalk;
+pub mod units;
 pub mod recipe;
 pub mod graph;
 pub mod derivation;

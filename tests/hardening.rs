@@ -323,3 +323,82 @@ fn an_output_deeper_than_path_max_is_refused_cleanly_and_gc_stays_green() {
     assert_exit(&gc, 0);
     assert_exit(&env.forge(&["verify"]), 0);
 }
+
+/// The recipe of a package built from the seed, with `requirements` as its [requirements].
+fn limited(name: &str, requirements: &str, script: &str) -> String {
+    format!("[package]\nname = \"{name}\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = '''\n{script}\n'''\n[requirements]\n{requirements}\n")
+}
+
+/// "Limits builds did not have": a build could start 3,000 processes, touch 3 GiB of memory
+/// and fill /tmp (half the RAM) and /build. Each limit now ends the build, named, with its
+/// value and the use, as a system failure; the cgroups are gone afterwards.
+#[test]
+fn each_limit_ends_a_build_and_says_which() {
+    let env = TestEnv::with_seed_sources();
+    env.write("pkgs/memory-hog.toml", &limited("memory-hog", "memory = \"64M\"", "echo start\ndd if=/dev/zero of=/dev/null bs=200M count=1\necho survived"));
+    env.write("pkgs/fork-bomb.toml", &limited("fork-bomb", "processes = 50", "for i in $(seq 100); do sleep 30 & done\nwait"));
+    env.write("pkgs/disk-hog.toml", &limited("disk-hog", "disk = \"32M\"", "dd if=/dev/zero of=/build/big bs=1M count=64\nsleep 60"));
+    env.write("pkgs/silent.toml", &limited("silent", "max-silent-time = \"2s\"", "echo one line\nsleep 60"));
+    env.write("pkgs/tmp-hog.toml", &limited("tmp-hog", "tmp = \"8M\"", "dd if=/dev/zero of=/tmp/big bs=1M count=16"));
+    env.write(
+        "pkgs/within.toml",
+        &limited("within", "memory = \"256M\"", "grep -E ' /tmp | /dev/shm ' /proc/mounts > $FORGE_OUT/mounts\ncat /proc/self/cgroup > $FORGE_OUT/cgroup\nsleep 3\necho done"),
+    );
+    let set = env.write("set.toml", &format!("[set]\nname = \"s\"\ninclude = [{}, \"pkgs/*.toml\"]\n", seed_includes()));
+    let started = Instant::now();
+    let out = forge_within(&env, &["build", "-v", "-k", "--json", "-j", "6", set.to_str().unwrap()], Duration::from_secs(120));
+    assert_exit(&out, 1);
+    // Every build that sleeps 30 s or more was ended early, and all ran at once.
+    assert!(started.elapsed() < Duration::from_secs(45), "{:?}", started.elapsed());
+    let events = json_lines(&out.stdout);
+    let verbose = stderr(&out);
+    for event in events.iter().filter(|e| e["event"] == "failed") {
+        eprintln!("{}: {}", event["name"], event["error"]);
+    }
+    let cgroups = verbose.contains("memory by a cgroup") && verbose.contains("processes by a cgroup");
+    let system_failure = |name: &str, words: &[&str]| {
+        let failed = event_of(&events, name);
+        assert_eq!(failed["event"], "failed", "{failed}");
+        let error = failed["error"].as_str().unwrap_or_default();
+        assert_eq!(failed["category"], "system", "{failed}");
+        for word in words {
+            assert!(error.contains(word), "{name}: {word:?} missing from {error}");
+        }
+    };
+    system_failure("disk-hog", &["disk-hog: the build used 64.", "over its limit of 32.0 MiB ([requirements] disk)"]);
+    system_failure("silent", &["printed nothing for 2s", "max-silent-time"]);
+    if cgroups {
+        system_failure("memory-hog", &["memory limit of 64.0 MiB", "killed a process"]);
+        system_failure("fork-bomb", &["limit of 50 processes", "a fork was refused"]);
+    } else {
+        eprintln!("no cgroups here ({verbose}): memory and processes are rlimits, whose breach is a plain failure");
+        assert_eq!(event_of(&events, "memory-hog")["event"], "failed");
+        assert_eq!(event_of(&events, "fork-bomb")["event"], "failed");
+    }
+    // /tmp is a tmpfs of the declared size: writing past it fails the script itself.
+    assert_eq!(event_of(&events, "tmp-hog")["event"], "failed");
+    assert!(stdout(&env.forge(&["log", "tmp-hog"])).contains("No space left on device"));
+    // A build within its limits sees the default /tmp size and runs in cgroups that are
+    // removed once it ends.
+    assert_eq!(event_of(&events, "within")["event"], "built", "{:?}", event_of(&events, "within"));
+    let out_dir = env.store.join("objects").join(out_of(&events, "within"));
+    let mounts = std::fs::read_to_string(out_dir.join("mounts")).unwrap();
+    assert!(mounts.lines().all(|l| l.contains("size=1048576k")) && mounts.lines().count() == 2, "{mounts}");
+    if cgroups {
+        let inside = std::fs::read_to_string(out_dir.join("cgroup")).unwrap();
+        let mut seen = 0;
+        for line in inside.lines() {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next(), fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+            if !path.contains("forge-build-") {
+                continue;
+            }
+            seen += 1;
+            let mount = if controllers.is_empty() { "/sys/fs/cgroup/unified".to_string() } else { format!("/sys/fs/cgroup/{controllers}") };
+            let dir = std::path::Path::new(&mount).join(path.trim_start_matches('/'));
+            let v2 = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+            assert!(!dir.exists() && !v2.exists(), "{} still exists after the build", dir.display());
+        }
+        assert!(seen >= 1, "the build ran in no forge cgroup: {inside}");
+    }
+}

@@ -59,6 +59,7 @@ impl Fixture {
             timeout: Some(Duration::from_secs(60)),
             log: self.tmp.path().join(format!("log-{n}")),
             build_dir: None,
+            limits: sandbox::Limits::default(),
         }
     }
 

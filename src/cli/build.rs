@@ -49,6 +49,13 @@ pub struct BuildArgs {
     /// after it, from recorded build times) or topological (dependency order, ties by name)
     #[arg(long, value_enum, default_value = "critical-path")]
     schedule: Schedule,
+    /// End a build that prints nothing for this long, unless its recipe says otherwise
+    /// ([requirements] max-silent-time): seconds or a number with s, m, h or d; 0: never
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_silence)]
+    max_silent_time: std::time::Duration,
+    /// Also say how the build limits are enforced on this machine (cgroup v2, v1 or rlimits)
+    #[arg(short, long)]
+    verbose: bool,
     /// After the build, write its timeline as an HTML page (see forge report)
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
@@ -73,6 +80,9 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
         return dry_run(&store, &planned, args.json);
     }
 
+    if args.verbose {
+        eprintln!("{}", crate::sandbox::describe_enforcement());
+    }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let jobs = args.jobs.unwrap_or(cpus).max(1);
     // Recorded from here, so that `forge status` shows the run while it substitutes.
@@ -99,6 +109,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
             Schedule::CriticalPath => expected.clone(),
             Schedule::Topological => Vec::new(),
         },
+        max_silent: Some(args.max_silent_time).filter(|d| !d.is_zero()),
     };
     let mode = if args.json { Mode::Json } else { progress::detect_mode() };
     let observer = progress::Reporter::new(mode, graph.nodes.len());
@@ -130,6 +141,12 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     }
     super::exit_without_freeing(planned);
     Ok(code)
+}
+
+fn parse_silence(text: &str) -> Result<std::time::Duration, String> {
+    crate::recipe::parse_duration(text)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a duration: use seconds or a number with s, m, h or d, e.g. \"90s\", \"30m\", \"2h\"; 0 never ends a silent build"))
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -303,4 +320,13 @@ fn dry_run(store: &crate::store::Store, planned: &super::Planned, json: bool) ->
         println!("{summary}");
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_silence_default_in_help_is_the_sandbox_default() {
+        assert_eq!(super::parse_silence("1h"), Ok(crate::sandbox::DEFAULT_MAX_SILENT));
+        assert!(super::parse_silence("soon").unwrap_err().contains("0 never ends"));
+    }
 }

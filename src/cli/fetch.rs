@@ -79,14 +79,7 @@ fn fetchable_sources(graph: &crate::graph::Graph) -> Vec<FetchItem> {
     items
 }
 
-pub(super) fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
+pub(super) use crate::units::human_bytes;
 
 /// Download progress: one bar per running download on a terminal; plain lines otherwise
 /// (start, every 10% of a download larger than [`PLAIN_STEP_MIN`], end).

@@ -17,6 +17,7 @@ use crate::hash::{Checksum, ParseDigestError};
 
 pub use overlay::{apply_overlays, load_overlay, load_overlays, Overlay, OverlayProblem, Override};
 pub use parse::{is_valid_name, DEFAULT_SHELL};
+pub(crate) use parse::parse_duration;
 pub use pin::{pin_sha256, unpinned_url_sources, PinError, PinTarget, UnpinnedSource};
 
 /// Load the recipes and sets named on the command line, with everything their
@@ -161,10 +162,18 @@ pub enum Action {
 /// `[requirements]`: scheduling hints and limits; never part of any hash.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Requirements {
-    /// Bytes of memory the build is expected to need at peak.
+    /// Bytes of memory the build needs at peak: what the scheduler reserves, and the build's
+    /// memory limit (docs/sandbox.md, "Limits"; default [`crate::sandbox::DEFAULT_MEMORY`]).
     pub memory: Option<u64>,
-    /// Bytes of free disk the build needs in the store's file system.
+    /// Bytes of disk the build needs: free space required in the store's file system before
+    /// it starts, and the limit on `/build` + `$FORGE_OUT` while it runs.
     pub disk: Option<u64>,
+    /// Processes and threads the build may have at once.
+    pub processes: Option<u64>,
+    /// Size of the build's `/tmp` (and of `/dev/shm`), in bytes.
+    pub tmp: Option<u64>,
+    /// Seconds the build may print nothing before it is ended; `Some(0)`: never.
+    pub max_silent_time: Option<u64>,
     /// Wall-clock limit in seconds; exceeding it fails the build.
     pub timeout: Option<u64>,
     /// How many times a build whose script exits 75 (transient) is tried again.
@@ -181,7 +190,7 @@ pub const DEFAULT_RETRY_DELAY: u64 = 10;
 
 impl Default for Requirements {
     fn default() -> Requirements {
-        Requirements { memory: None, disk: None, timeout: None, retries: 0, retry_delay: DEFAULT_RETRY_DELAY, sbu: None }
+        Requirements { memory: None, disk: None, processes: None, tmp: None, max_silent_time: None, timeout: None, retries: 0, retry_delay: DEFAULT_RETRY_DELAY, sbu: None }
     }
 }
 
@@ -325,6 +334,10 @@ pub enum ProblemKind {
     BadSize { key: &'static str, value: String },
     #[error("invalid `{key}` {value}: use seconds or a number with s, m, h or d, e.g. \"90s\", \"30m\", \"2h\"")]
     BadDuration { key: &'static str, value: String },
+    #[error("`{key}` {value} is too small to build anything: use at least {min}")]
+    LimitTooSmall { key: &'static str, value: String, min: &'static str },
+    #[error("invalid `processes` {value}: a number of processes from 1 to 4194304")]
+    BadProcesses { value: i64 },
     #[error("invalid `retries` {value}: a number of retries from 0 to 10")]
     BadRetries { value: i64 },
     #[error("invalid `sbu` {value}: a positive number of SBU, e.g. 0.5 or 12")]

@@ -154,6 +154,10 @@ fn default_unpack() -> bool {
 struct RawRequirements {
     memory: Option<Spanned<Quantity>>,
     disk: Option<Spanned<Quantity>>,
+    processes: Option<Spanned<i64>>,
+    tmp: Option<Spanned<Quantity>>,
+    #[serde(rename = "max-silent-time")]
+    max_silent_time: Option<Spanned<Quantity>>,
     timeout: Option<Spanned<Quantity>>,
     retries: Option<Spanned<i64>>,
     #[serde(rename = "retry-delay")]
@@ -616,19 +620,33 @@ fn validate_action(
 const MAX_RETRIES: u32 = 10;
 
 fn validate_requirements(ctx: &mut FileCtx, raw: RawRequirements) -> Requirements {
+    // Limits: a build under 1 MiB of memory, disk or /tmp could not even start its shell
+    // (and tmpfs takes size=0 as "no limit").
     let mut size = |key: &'static str, value: Option<Spanned<Quantity>>| {
         let value = value?;
         let parsed = match value.get_ref() {
             Quantity::Int(n) => u64::try_from(*n).ok(),
             Quantity::Text(text) => parse_size(text),
         };
-        if parsed.is_none() {
-            ctx.problem(&value.span(), ProblemKind::BadSize { key, value: value.get_ref().to_string() });
+        match parsed {
+            None => ctx.problem(&value.span(), ProblemKind::BadSize { key, value: value.get_ref().to_string() }),
+            Some(bytes) if bytes < MIN_LIMIT_BYTES => {
+                ctx.problem(&value.span(), ProblemKind::LimitTooSmall { key, value: value.get_ref().to_string(), min: "\"1M\"" })
+            }
+            Some(_) => {}
         }
         parsed
     };
     let memory = size("memory", raw.memory);
     let disk = size("disk", raw.disk);
+    let tmp = size("tmp", raw.tmp);
+    let processes = raw.processes.and_then(|value| {
+        let parsed = u64::try_from(*value.get_ref()).ok().filter(|n| (1..=MAX_PROCESSES).contains(n));
+        if parsed.is_none() {
+            ctx.problem(&value.span(), ProblemKind::BadProcesses { value: *value.get_ref() });
+        }
+        parsed
+    });
     let mut duration = |key: &'static str, value: Option<Spanned<Quantity>>| {
         let value = value?;
         let parsed = match value.get_ref() {
@@ -641,6 +659,7 @@ fn validate_requirements(ctx: &mut FileCtx, raw: RawRequirements) -> Requirement
         parsed
     };
     let timeout = duration("timeout", raw.timeout);
+    let max_silent_time = duration("max-silent-time", raw.max_silent_time);
     let retry_delay = duration("retry-delay", raw.retry_delay).unwrap_or(DEFAULT_RETRY_DELAY);
     let retries = raw.retries.and_then(|value| {
         let parsed = u32::try_from(*value.get_ref()).ok().filter(|&n| n <= MAX_RETRIES);
@@ -657,8 +676,13 @@ fn validate_requirements(ctx: &mut FileCtx, raw: RawRequirements) -> Requirement
         }
         valid.then_some(sbu)
     });
-    Requirements { memory, disk, timeout, retries: retries.unwrap_or(0), retry_delay, sbu }
+    Requirements { memory, disk, processes, tmp, max_silent_time, timeout, retries: retries.unwrap_or(0), retry_delay, sbu }
 }
+
+/// The smallest memory, disk or `/tmp` limit a recipe may declare.
+const MIN_LIMIT_BYTES: u64 = 1 << 20;
+/// The most processes a recipe may ask for: the kernel's own ceiling (`pid_max` limit).
+const MAX_PROCESSES: u64 = 1 << 22;
 
 /// `"512M"`, `"1.5G"`, `"4096"`: a decimal number and an optional unit K, M, G
 /// or T (powers of 1024). Fractions are exact, rounded down to whole bytes.

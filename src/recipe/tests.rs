@@ -69,7 +69,10 @@ shell = ["/bin/bash", "-c"]
 
 [requirements]
 memory = "1.5G"
-disk = 1024
+disk = 1048576
+processes = 64
+tmp = "256M"
+max-silent-time = "10m"
 timeout = "2h"
 retries = 3
 retry-delay = "1m"
@@ -100,7 +103,7 @@ sbu = 2
     assert_eq!(r.runtime_deps[0].name, "zlib");
     assert_eq!(r.env["LFS_TGT"], "x86_64-lfs-linux-gnu");
     assert_eq!(r.action, Action::Build { script: "make".into(), shell: vec!["/bin/bash".into(), "-c".into()] });
-    assert_eq!(r.requirements, Requirements { memory: Some(3 << 29), disk: Some(1024), timeout: Some(7200), retries: 3, retry_delay: 60, sbu: Some(2.0) });
+    assert_eq!(r.requirements, Requirements { memory: Some(3 << 29), disk: Some(1 << 20), processes: Some(64), tmp: Some(256 << 20), max_silent_time: Some(600), timeout: Some(7200), retries: 3, retry_delay: 60, sbu: Some(2.0) });
     let warnings = loaded.warnings();
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].ends_with("pkg.toml:14:1: md5 only, pin a sha256 (`forge prefetch` computes it)"), "{}", warnings[0]);
@@ -423,4 +426,19 @@ fn dep_tables_reject_unknown_keys_and_need_a_name() {
     assert_eq!(errors, ["r.toml:6:19: invalid dependency name \"-bad\": names match [a-zA-Z0-9][a-zA-Z0-9+._-]*"]);
     let errors = load_one(&recipe_text("a", "3")).unwrap_err();
     assert!(errors[0].contains("a package name or a table"), "{errors:?}");
+}
+
+#[test]
+fn limits_too_small_or_out_of_range_are_rejected() {
+    let errors = load_one(&format!("{}[requirements]\ntmp = 0\nmemory = \"512K\"\nprocesses = 0\n", recipe_text("a", ""))).unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "r.toml:12:10: `memory` \"512K\" is too small to build anything: use at least \"1M\"",
+            "r.toml:11:7: `tmp` 0 is too small to build anything: use at least \"1M\"",
+            "r.toml:13:13: invalid `processes` 0: a number of processes from 1 to 4194304",
+        ]
+    );
+    let r = load_one(&format!("{}[requirements]\nmax-silent-time = 0\n", recipe_text("a", ""))).unwrap();
+    assert_eq!(r.recipes[0].requirements.max_silent_time, Some(0));
 }

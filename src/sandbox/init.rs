@@ -114,8 +114,9 @@ fn bind_host_directories(spec: &HelperSpec) -> Result<(), SetupFailure> {
 /// The sandbox's own file systems, then `/` made read-only.
 fn mount_filesystems(spec: &HelperSpec) -> Result<(), SetupFailure> {
     let root = &spec.root;
-    mount_tmpfs(&root.join("tmp"), "mode=1777")?;
-    mount_dev(&root.join("dev"))?;
+    let sized = format!("mode=1777,size={}", spec.tmp_bytes);
+    mount_tmpfs(&root.join("tmp"), &sized)?;
+    mount_dev(&root.join("dev"), &sized)?;
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_step(Some(Path::new("proc")), &root.join("proc"), Some(PROC_FS), proc_flags, None)
         .map_err(|f| f.refused_if(&[Errno::EPERM]))?;
@@ -224,7 +225,7 @@ fn remount_read_only(target: &Path) -> Result<(), SetupFailure> {
     mount_step(None, target, None, flags, None)
 }
 
-fn mount_dev(dev: &Path) -> Result<(), SetupFailure> {
+fn mount_dev(dev: &Path, shm_options: &str) -> Result<(), SetupFailure> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     mount_step(Some(Path::new("tmpfs")), dev, Some("tmpfs"), flags, Some("mode=0755"))?;
     for name in DEVICES {
@@ -238,7 +239,7 @@ fn mount_dev(dev: &Path) -> Result<(), SetupFailure> {
     }
     let shm = dev.join("shm");
     make_dir(&shm)?;
-    mount_tmpfs(&shm, "mode=1777")?;
+    mount_tmpfs(&shm, shm_options)?;
     mount_devpts(dev)
 }
 
@@ -411,6 +412,10 @@ fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd, neste
     if let Err(failure) = lock_mounts(nested) {
         return failure;
     }
+    // After the nested namespace exists, so that the process count is the build's own.
+    if let Err(failure) = set_rlimits(spec.rlimits) {
+        return failure;
+    }
     sys::reset_signals();
     sys::close_fds_except(exec_pipe.as_raw_fd());
     if let Err(e) = nix::unistd::chdir(spec.build_dir.as_str()) {
@@ -420,6 +425,17 @@ fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd, neste
         sys::exit_now(0);
     }
     command.exec()
+}
+
+/// The limits no cgroup holds, as rlimits of the build process (inherited by all it starts).
+fn set_rlimits(limits: super::limits::Rlimits) -> Result<(), SetupFailure> {
+    use nix::sys::resource::{setrlimit, Resource};
+    for (resource, value, name) in [(Resource::RLIMIT_DATA, limits.data, "RLIMIT_DATA"), (Resource::RLIMIT_NPROC, limits.nproc, "RLIMIT_NPROC")] {
+        if let Some(value) = value {
+            setrlimit(resource, value, value).map_err(|e| SetupFailure::from_errno(format!("setting {name} to {value}"), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Moves into a nested user + mount namespace; the copied mounts are then locked (see the

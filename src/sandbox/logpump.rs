@@ -6,7 +6,10 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use super::limits::Activity;
 
 /// How much of the end of the output is kept in memory.
 pub const TAIL_BYTES: usize = 64 << 10;
@@ -26,8 +29,9 @@ pub(crate) struct LogPump {
 
 impl LogPump {
     /// Copies everything from `pipe` to `log` on a thread of its own.
-    pub(crate) fn start(pipe: File, log: File) -> io::Result<LogPump> {
-        let thread = std::thread::Builder::new().name("forge-log".into()).spawn(move || pump(pipe, log))?;
+    /// Each read is noted in `activity` (for the silence limit).
+    pub(crate) fn start(pipe: File, log: File, activity: Arc<Activity>) -> io::Result<LogPump> {
+        let thread = std::thread::Builder::new().name("forge-log".into()).spawn(move || pump(pipe, log, &activity))?;
         Ok(LogPump { thread })
     }
 
@@ -37,7 +41,7 @@ impl LogPump {
     }
 }
 
-fn pump(mut pipe: File, mut log: File) -> Pumped {
+fn pump(mut pipe: File, mut log: File, activity: &Activity) -> Pumped {
     let mut pumped = Pumped::default();
     let mut written = 0u64;
     let mut buf = vec![0u8; 64 << 10];
@@ -48,6 +52,7 @@ fn pump(mut pipe: File, mut log: File) -> Pumped {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        activity.touch();
         let chunk = &buf[..n];
         pumped.tail.extend_from_slice(chunk);
         if pumped.tail.len() > 2 * TAIL_BYTES {

@@ -21,6 +21,7 @@ mod child;
 mod diagnose;
 pub mod ids;
 mod init;
+mod limits;
 mod logpump;
 mod protocol;
 mod root;
@@ -36,9 +37,11 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub use child::child_main;
+pub use limits::{Breach, Limits, DEFAULT_DISK, DEFAULT_MAX_SILENT, DEFAULT_MEMORY, DEFAULT_PROCESSES, DEFAULT_TMP};
 pub use logpump::Pumped;
 use crate::recipe::stage;
 use ids::IdBlock;
+use limits::{Activity, Enforcer, Watch};
 use protocol::{FailureKind, HelperReport, HelperSpec, HostIds, SetupFailure};
 
 /// Where the build installs its output inside the sandbox (`$FORGE_OUT`).
@@ -103,10 +106,12 @@ pub struct SandboxSpec {
     /// becomes a symlink to it: a `forge build --check` variation. One component, e.g.
     /// `/build-check-1`.
     pub build_dir: Option<String>,
+    /// Memory, processes, disk, `/tmp` size and silence (docs/sandbox.md, "Limits").
+    pub limits: Limits,
 }
 
 /// How the build process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
     Success,
     /// Exited with this non-zero status.
@@ -115,6 +120,9 @@ pub enum Exit {
     Signaled(i32),
     /// Ran longer than the spec's timeout and was killed with everything it spawned.
     TimedOut,
+    /// Went over one of its [`Limits`]: killed by forge (disk, silence) or failed after the
+    /// kernel enforced one (memory, processes).
+    LimitExceeded(Breach),
 }
 
 /// The record of a sandboxed run that got as far as starting the build.
@@ -184,6 +192,7 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
     root::assemble(&spec.layers, &dirs.root, spec.build_dir.as_deref())?;
     let ids = BuildIds::for_this_process()?;
     ids.hand_over(&dirs)?;
+    let enforcer = Enforcer::create(&spec.limits, &cgroup_name());
     let helper_spec = HelperSpec {
         parent_pid: std::process::id(),
         root: dirs.root.clone(),
@@ -196,19 +205,45 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
         timeout_ms: spec.timeout.map(duration_to_ms),
         probe: false,
         host_ids: ids.host_ids(),
+        tmp_bytes: spec.limits.tmp,
+        rlimits: enforcer.rlimits(&spec.limits),
     };
     let log = open_log(&spec.log)?;
-    let helper_result = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some(log));
+    let activity = Activity::new();
+    let watch = Watch::new(&spec.limits, &enforcer, vec![dirs.build.clone(), dirs.out.clone()], Some(activity.clone()));
+    let helper_result = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some((log, activity)), Some(watch), &enforcer);
     ids.take_back(&dirs.out)?;
-    let (report, peak_memory, log) = helper_result?;
-    let exit = match report {
-        HelperReport::Exited(0) => Exit::Success,
-        HelperReport::Exited(code) => Exit::Failed(code),
-        HelperReport::Signaled(signal) => Exit::Signaled(signal),
-        HelperReport::TimedOut => Exit::TimedOut,
-        HelperReport::Failed(failure) => return Err(failure_to_error(failure)),
+    let ended = helper_result?;
+    let exit = match (ended.report, ended.breach) {
+        (HelperReport::Failed(failure), None) => return Err(failure_to_error(failure)),
+        // A build over its disk limit fails even when its script succeeded: the output
+        // would not fit. The kernel's limits explain a failure, they do not cause one.
+        (_, Some(breach @ Breach::Disk { .. })) => Exit::LimitExceeded(breach),
+        (HelperReport::Exited(0), _) => Exit::Success,
+        (_, Some(breach)) => Exit::LimitExceeded(breach),
+        (HelperReport::Exited(code), None) => Exit::Failed(code),
+        (HelperReport::Signaled(signal), None) => Exit::Signaled(signal),
+        (HelperReport::TimedOut, None) => Exit::TimedOut,
     };
-    Ok(SandboxOutcome { exit, duration: started.elapsed(), out_dir: dirs.out, peak_memory, log })
+    drop(enforcer);
+    Ok(SandboxOutcome { exit, duration: started.elapsed(), out_dir: dirs.out, peak_memory: ended.peak_memory, log: ended.log })
+}
+
+/// What enforces each limit of a build started now (`forge build -v`): found by creating,
+/// and removing, a build's cgroups.
+pub fn describe_enforcement() -> String {
+    limits::describe(&Enforcer::create(&Limits::default(), &cgroup_name()))
+}
+
+/// A name for this build's cgroups no other build (of any forge process) uses:
+/// `forge-build-PIDxNANOS-N`, the pid first so that a later forge can remove it once
+/// this process is gone.
+fn cgroup_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let nanos = STARTED.get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}{}x{nanos:x}-{n}", limits::CGROUP_PREFIX, std::process::id())
 }
 
 /// Checks that this machine can create the sandbox: runs the helper through
@@ -234,8 +269,11 @@ pub fn probe(helper_exe: &Path) -> Result<(), SandboxError> {
         timeout_ms: Some(10_000),
         probe: true,
         host_ids: ids.host_ids(),
+        tmp_bytes: limits::DEFAULT_TMP,
+        rlimits: limits::Rlimits::default(),
     };
-    match invoke_helper(helper_exe, &dirs.spec_file, &helper_spec, None)?.0 {
+    let no_limits = Enforcer::none();
+    match invoke_helper(helper_exe, &dirs.spec_file, &helper_spec, None, None, &no_limits)?.report {
         HelperReport::Exited(0) => Ok(()),
         HelperReport::Failed(failure) => Err(failure_to_error(failure)),
         other => Err(SandboxError::Setup {
@@ -378,16 +416,29 @@ fn duration_to_ms(timeout: Duration) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
-/// Writes the spec, runs `HELPER_EXE __sandbox SPEC_FILE` with stdout/stderr going to `log`
-/// (through a [`logpump`]) and nothing else inherited, and reads back its report, which the
-/// helper sends through a pipe on descriptor [`protocol::REPORT_FD`] (a pipe needs no disk
-/// space: a build that filled the disk still gets its report home).
+/// How the helper ended: its report, the limit it went over (if any), its tree's peak memory
+/// and what the log pump saw.
+struct Ended {
+    report: HelperReport,
+    breach: Option<Breach>,
+    peak_memory: Option<u64>,
+    log: Pumped,
+}
+
+/// Writes the spec, runs `HELPER_EXE __sandbox SPEC_FILE` in the `enforcer`'s cgroups with
+/// stdout/stderr going to `log` (through a [`logpump`]) and nothing else inherited, and
+/// reads back its report, which the helper sends through a pipe on descriptor
+/// [`protocol::REPORT_FD`] (a pipe needs no disk space: a build that filled the disk still
+/// gets its report home). While waiting, `watch` checks the limits every [`Watch::TICK`];
+/// on a breach the helper is killed, and with it the sandbox's pid namespace.
 fn invoke_helper(
     exe: &Path,
     spec_file: &Path,
     spec: &HelperSpec,
-    log: Option<File>,
-) -> Result<(HelperReport, Option<u64>, Pumped), SandboxError> {
+    log: Option<(File, std::sync::Arc<Activity>)>,
+    mut watch: Option<Watch<'_>>,
+    enforcer: &Enforcer,
+) -> Result<Ended, SandboxError> {
     let json = serde_json::to_vec(spec).map_err(|e| {
         SandboxError::InvalidSpec(format!("cannot encode the helper spec (non UTF-8 path?): {e}"))
     })?;
@@ -395,23 +446,34 @@ fn invoke_helper(
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SandboxError::io("create a pipe for", spec_file)(e.into()));
     let (report_read, report_write) = pipe()?;
     let (stdout, stderr, pump) = match log {
-        Some(file) => {
+        Some((file, activity)) => {
             let (output_read, output_write) = pipe()?;
             let copy = output_write.try_clone().map_err(SandboxError::io("duplicate the log pipe", spec_file))?;
-            let pump = logpump::LogPump::start(File::from(output_read), file).map_err(SandboxError::io("start the log writer for", spec_file))?;
+            let pump = logpump::LogPump::start(File::from(output_read), file, activity).map_err(SandboxError::io("start the log writer for", spec_file))?;
             (Stdio::from(output_write), Stdio::from(copy), Some(pump))
         }
         None => (Stdio::null(), Stdio::null(), None),
     };
     let report_fd = report_write.as_raw_fd();
+    let cgroup_procs = enforcer.join_files();
     let mut command = Command::new(exe);
     command.arg(HELPER_ARG).arg(spec_file).env_clear().stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-    // SAFETY: between fork and exec only dup2 runs, which is async-signal-safe; dup2 clears
-    // close-on-exec on the new descriptor, so exactly this one pipe end reaches the helper.
+    // SAFETY: between fork and exec only dup2, open, write and close run, which are
+    // async-signal-safe, on memory allocated before the fork. dup2 clears close-on-exec on
+    // the new descriptor, so exactly this one pipe end reaches the helper. Writing "0" to a
+    // cgroup.procs file moves the writer (the helper-to-be) into that cgroup, before it
+    // starts anything.
     unsafe {
         command.pre_exec(move || {
             if libc::dup2(report_fd, protocol::REPORT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            for procs in &cgroup_procs {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
             }
             Ok(())
         });
@@ -421,12 +483,51 @@ fn invoke_helper(
     drop(command);
     drop(report_write);
     let child = spawned.map_err(|source| SandboxError::HelperSpawn { exe: exe.to_path_buf(), source })?;
-    let mut report = Vec::new();
-    // EOF once the helper and the sandbox's pid 1 have exited (the build holds no copy).
-    let _ = File::from(report_read).take(protocol::MAX_REPORT + 1).read_to_end(&mut report);
+    let (report, breach) = read_report(File::from(report_read), child.id(), watch.as_mut());
     let (status, peak_memory) = wait_with_peak_memory(child).map_err(|source| SandboxError::HelperSpawn { exe: exe.to_path_buf(), source })?;
-    let pumped = pump.map(logpump::LogPump::finish).unwrap_or_default();
-    Ok((parse_report(exe, &report, status)?, peak_memory, pumped))
+    let log = pump.map(logpump::LogPump::finish).unwrap_or_default();
+    if let Some(breach) = breach {
+        // Killed by us: whatever the report says (usually nothing), the breach is why.
+        let report = parse_report(exe, &report, status).unwrap_or(HelperReport::Signaled(libc::SIGKILL));
+        return Ok(Ended { report, breach: Some(breach), peak_memory, log });
+    }
+    let breach = watch.as_mut().and_then(Watch::final_check);
+    Ok(Ended { report: parse_report(exe, &report, status)?, breach, peak_memory, log })
+}
+
+/// Reads the helper's report until EOF (the helper and the sandbox's pid 1 have exited; the
+/// build holds no copy), checking the limits between reads. On a breach the helper is killed
+/// and the pipe drained.
+fn read_report(pipe: File, helper: u32, mut watch: Option<&mut Watch<'_>>) -> (Vec<u8>, Option<Breach>) {
+    let mut report = Vec::new();
+    let mut breach = None;
+    let mut buf = [0u8; 8192];
+    loop {
+        if breach.is_none() {
+            if let Some(watch) = watch.as_deref_mut() {
+                // An error from poll is no reason to stop reading: the read below blocks.
+                if let Ok(false) = sys::wait_readable(&pipe, Some(Instant::now() + Watch::TICK)) {
+                    if let Some(found) = watch.check() {
+                        // SAFETY: kill has no memory-safety preconditions; the helper is our
+                        // child and not yet reaped, so the pid is still its.
+                        unsafe { libc::kill(helper as libc::pid_t, libc::SIGKILL) };
+                        breach = Some(found);
+                    }
+                    continue;
+                }
+            }
+        }
+        match (&pipe).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = (protocol::MAX_REPORT as usize + 1).saturating_sub(report.len());
+                report.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    (report, breach)
 }
 
 /// Wait for the helper with wait4(2): its exit status, and the peak resident memory of the
@@ -526,6 +627,7 @@ mod tests {
             timeout: None,
             log: dir.join("log"),
             build_dir: None,
+            limits: Limits::default(),
         }
     }
 

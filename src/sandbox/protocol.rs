@@ -29,6 +29,10 @@ pub(crate) struct HelperSpec {
     /// When forge runs as root: the host ids the sandbox's ids 0.. map to (see
     /// [`super::ids`]). `None`: uid/gid 0 map to the caller's own ids, and nothing else exists.
     pub host_ids: Option<HostIds>,
+    /// Size of the `/tmp` and `/dev/shm` tmpfs mounts, in bytes.
+    pub tmp_bytes: u64,
+    /// Limits the build process sets on itself (those no cgroup holds).
+    pub rlimits: super::limits::Rlimits,
 }
 
 /// A block of host uids and gids, `base .. base + count`, owned by one build.
