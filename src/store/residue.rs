@@ -61,10 +61,11 @@ impl Store {
         static HELD: OnceLock<Mutex<HashMap<PathBuf, FileLock>>> = OnceLock::new();
         let mut held = HELD.get_or_init(Default::default).lock().expect("owner locks");
         let path = self.owner_lock_path(process_token());
-        if !held.contains_key(&path) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = held.entry(path) {
+            let path = slot.key().clone();
             let lock = FileLock::try_acquire(&path, Mode::Exclusive)?
-                .ok_or_else(|| StoreError::Io { op: "lock", path: path.clone(), source: std::io::Error::other("another process holds this process's owner lock") })?;
-            held.insert(path, lock);
+                .ok_or_else(|| StoreError::Io { op: "lock", path, source: std::io::Error::other("another process holds this process's owner lock") })?;
+            slot.insert(lock);
         }
         Ok(())
     }
