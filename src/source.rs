@@ -71,16 +71,23 @@ pub enum SourceError {
     },
 
     #[error(
-        "apt-get download {package}={version} failed:\n{stderr}\n\
-         If the Debian archive moved on (a point release or security update replaced this \
-         version), update the recipe: run `apt-get update && apt-cache show {package}` and pin \
-         the new Version and its SHA256 (see docs/toolchain.md)."
+        "nothing has the bytes of {package}={version}: apt-get download failed ({stderr}); \
+         it is not among the store's sources (`forge source add FILE.deb` registers a copy), \
+         not in apt's cache {apt_cache}, and no trusted substituter offered the output of the \
+         recipe that needs it. The Debian archive has moved on (a point release or security \
+         update replaced this version): run `apt-get update` and then \
+         `forge prefetch --update-debs RECIPE.toml...` to pin every deb source to the version \
+         of the current signed index (see `apt-cache show {package}`, docs/toolchain.md)."
     )]
     DebUnavailable {
         package: String,
         version: String,
         stderr: String,
+        apt_cache: String,
     },
+
+    #[error("the apt index has no installable version of {package} (run `apt-get update`?){detail}")]
+    NotInIndex { package: String, detail: String },
 
     #[error(
         "apt-get download {package}={version} produced {found} .deb files, expected exactly one"
@@ -405,6 +412,11 @@ fn fetch_deb(
     dest: &Path,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<(), SourceError> {
+    if from_apt_cache(filename, expected, dest)? {
+        let size = fs::metadata(dest).map(|m| m.len()).map_err(io_err(dest))?;
+        progress(size, Some(size));
+        return Ok(());
+    }
     let work = ScratchDir::beside(dest)?;
     run_apt_download(package, version, work.path())?;
     let deb = single_deb(work.path(), package, version)?;
@@ -428,6 +440,96 @@ fn fetch_deb(
     verified
 }
 
+/// apt's own cache of downloaded packages (`Dir::Cache::archives`, as `apt-config` reads it,
+/// so `APT_CONFIG` and apt.conf.d count); `/var/cache/apt/archives` where apt-config fails.
+pub fn apt_archives_dir() -> PathBuf {
+    let asked = Command::new("apt-config").args(["shell", "ARCHIVES", "Dir::Cache::archives/d"]).env("LC_ALL", "C").output();
+    let parsed = asked.ok().filter(|o| o.status.success()).and_then(|o| {
+        let text = String::from_utf8(o.stdout).ok()?;
+        let value = text.trim().strip_prefix("ARCHIVES=")?.trim_matches('\'').to_string();
+        (!value.is_empty()).then(|| PathBuf::from(value))
+    });
+    parsed.unwrap_or_else(|| PathBuf::from("/var/cache/apt/archives"))
+}
+
+/// A `.deb` apt downloaded before (apt names it as forge does: `PKG_VER_ARCH.deb`, the
+/// epoch's colon as `%3a`), copied to `dest` when its checksum is the pin. apt's cache keeps
+/// versions the archive has dropped since, until `apt-get clean`.
+fn from_apt_cache(filename: &str, expected: &Checksum, dest: &Path) -> Result<bool, SourceError> {
+    let cached = apt_archives_dir().join(filename);
+    if !cached.is_file() {
+        return Ok(false);
+    }
+    fs::copy(&cached, dest).map_err(io_err(dest))?;
+    if verify_file(dest, expected).is_ok() {
+        return Ok(true);
+    }
+    // Another file under that name: not ours. The archive may still have the real one.
+    remove_any(dest);
+    Ok(false)
+}
+
+/// The version of `package` that apt would install now, and the SHA256 and architecture the
+/// signed index publishes for it (what `forge prefetch --update-debs` pins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedDeb {
+    pub version: String,
+    pub sha256: Checksum,
+    pub arch: String,
+}
+
+/// The candidate: what apt would install now.
+pub fn indexed_deb(package: &str) -> Result<IndexedDeb, SourceError> {
+    indexed_version(package, None)
+}
+
+/// `package` at `version` as the signed index lists it, if it still does (`Ok(None)`: gone).
+pub fn indexed_deb_version(package: &str, version: &str) -> Result<Option<IndexedDeb>, SourceError> {
+    match indexed_version(package, Some(version)) {
+        Ok(found) => Ok(Some(found)),
+        Err(SourceError::NotInIndex { .. }) => Ok(None),
+        Err(other) => Err(other),
+    }
+}
+
+fn indexed_version(package: &str, version: Option<&str>) -> Result<IndexedDeb, SourceError> {
+    let apt_cache = |args: &[&str]| -> Result<String, SourceError> {
+        let out = Command::new("apt-cache").args(args).env("LC_ALL", "C").output().map_err(|e| SourceError::AptMissing {
+            package: package.to_string(),
+            version: String::new(),
+            reason: e.to_string(),
+        })?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let missing = |detail: String| SourceError::NotInIndex { package: package.to_string(), detail };
+    let version = match version {
+        Some(version) => version.to_string(),
+        None => apt_cache(&["policy", package])?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Candidate:"))
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "(none)")
+            .ok_or_else(|| missing(String::new()))?
+            .to_string(),
+    };
+    let show = apt_cache(&["show", &format!("{package}={version}")])?;
+    // The first stanza of that version with a SHA256: an installed package's record (from
+    // dpkg's status) has none, and several suites may list the same version.
+    let stanza = show
+        .split("\n\n")
+        .find(|stanza| stanza.lines().any(|l| l.strip_prefix("Version:").map(str::trim) == Some(version.as_str())) && stanza.lines().any(|l| l.starts_with("SHA256:")))
+        .ok_or_else(|| missing(format!(": the index has no downloadable version {version}")))?;
+    let field = |name: &str| stanza.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
+    let sha256 = field("SHA256:").and_then(|hex| Checksum::parse("sha256", &hex).ok()).ok_or_else(|| missing(format!(": the index lists {version} with a malformed SHA256")))?;
+    let arch = field("Architecture:").unwrap_or_else(|| "amd64".into());
+    Ok(IndexedDeb { version, sha256, arch })
+}
+
+/// The name forge gives a deb source in `$FORGE_SOURCES`, and apt its download.
+pub fn deb_filename(package: &str, version: &str, arch: &str) -> String {
+    format!("{package}_{}_{arch}.deb", version.replace(':', "%3a"))
+}
+
 fn run_apt_download(package: &str, version: &str, dir: &Path) -> Result<(), SourceError> {
     let output = Command::new("apt-get")
         .args(["download", "-q"])
@@ -447,6 +549,7 @@ fn run_apt_download(package: &str, version: &str, dir: &Path) -> Result<(), Sour
         package: package.to_string(),
         version: version.to_string(),
         stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        apt_cache: apt_archives_dir().display().to_string(),
     })
 }
 

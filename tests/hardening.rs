@@ -402,3 +402,132 @@ fn each_limit_ends_a_build_and_says_which() {
         assert!(seen >= 1, "the build ran in no forge cgroup: {inside}");
     }
 }
+
+fn has_apt() -> bool {
+    std::process::Command::new("apt-get").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// A real .deb (busybox-static's, from the test source cache) and its sha256.
+fn a_real_deb() -> (std::path::PathBuf, String) {
+    let sources = seed_cache().join("sources");
+    let entry = std::fs::read_dir(&sources).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("sha256-")).expect("the seed's .deb");
+    let name = entry.file_name().to_string_lossy().into_owned();
+    (entry.path(), name.trim_start_matches("sha256-").to_string())
+}
+
+/// An import of the deb `forge-gone=1.0`, a version no archive has (as a seed's pin once the
+/// archive has moved on); its sha256 is that of the real .deb the test offers in its place.
+fn gone_seed(env: &TestEnv, sha256: &str) -> std::path::PathBuf {
+    env.write("gone.toml", &format!("[package]\nname = \"gone\"\nversion = \"1.0\"\n[import]\nunpack = true\n[[source]]\ndeb = \"forge-gone=1.0\"\nsha256 = \"{sha256}\"\n"))
+}
+
+/// "The seeds must survive the archive moving on": a seed whose version is gone from the
+/// archive is still built from apt's cache, from a `forge source add`ed copy, or substituted
+/// from a trusted cache; with none of them, the error says so and names the re-pin command.
+#[test]
+fn a_seed_gone_from_the_archive_comes_from_apt_cache_a_registered_copy_or_a_cache() {
+    if !has_apt() {
+        eprintln!("skipped: deb sources need apt");
+        return;
+    }
+    let (deb, sha256) = a_real_deb();
+    let build = |env: &TestEnv, recipe: &std::path::Path, apt_config: &std::path::Path, extra: &[&str]| {
+        let out = env.cmd().env("APT_CONFIG", apt_config).args(["build", "--json"]).arg(recipe).args(extra).output().unwrap();
+        (json_lines(&out.stdout), out)
+    };
+    // apt's cache, where APT_CONFIG says it is.
+    let a = TestEnv::empty();
+    let archives = a.path("apt-archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let apt_config = a.write("apt.conf", &format!("Dir::Cache::archives \"{}/\";\n", archives.display()));
+    std::fs::copy(&deb, archives.join("forge-gone_1.0_amd64.deb")).unwrap();
+    let recipe = gone_seed(&a, &sha256);
+    let (events, out) = build(&a, &recipe, &apt_config, &[]);
+    assert_exit(&out, 0);
+    let built = out_of(&events, "gone");
+
+    // Nowhere: the error says where forge looked and what to run.
+    let b = TestEnv::empty();
+    let empty_config = b.write("apt.conf", &format!("Dir::Cache::archives \"{}/\";\n", b.path("none").display()));
+    let recipe_b = gone_seed(&b, &sha256);
+    let (events, out) = build(&b, &recipe_b, &empty_config, &[]);
+    assert_exit(&out, 1);
+    let error = event_of(&events, "gone")["error"].as_str().unwrap_or_default().to_string();
+    for words in ["nothing has the bytes of forge-gone=1.0", "forge source add", "apt's cache", "substituter", "forge prefetch --update-debs"] {
+        assert!(error.contains(words), "{words:?} missing: {error}");
+    }
+    // A registered copy.
+    assert_exit(&b.forge(&["source", "add", deb.to_str().unwrap()]), 0);
+    let (events, out) = build(&b, &recipe_b, &empty_config, &[]);
+    assert_exit(&out, 0);
+    assert_eq!(out_of(&events, "gone"), built);
+
+    // A trusted binary cache holding the seed's output: nothing needs the .deb then.
+    let (key, public) = keygen(&a, "team");
+    let cache = format!("file://{}", a.path("cache").display());
+    assert_exit(&a.forge(&["push", "--to", &cache, "--key", key.to_str().unwrap()]), 0);
+    let c = TestEnv::empty();
+    let recipe_c = gone_seed(&c, &sha256);
+    let (events, out) = build(&c, &recipe_c, &empty_config, &["--substituter", &cache, "--trusted-key", &public]);
+    assert_exit(&out, 0);
+    assert_eq!(event_of(&events, "gone")["event"], "substituted", "{}", stderr(&out));
+    assert_eq!(out_of(&events, "gone"), built);
+}
+
+/// The documented re-pin command: every deb source moves to the index's candidate version and
+/// SHA256; the rest of the file, comments and layout included, stays byte for byte; a second
+/// run changes nothing.
+#[test]
+fn prefetch_update_debs_repins_to_the_index_and_keeps_the_file_as_it_was() {
+    if !has_apt() {
+        eprintln!("skipped: needs apt's index");
+        return;
+    }
+    let apt = |args: &[&str]| stdout(&std::process::Command::new("apt-cache").args(args).env("LC_ALL", "C").output().unwrap());
+    let candidate = apt(&["policy", "busybox-static"]).lines().find_map(|l| l.trim().strip_prefix("Candidate: ").map(str::to_string)).expect("a candidate");
+    let published = apt(&["show", &format!("busybox-static={candidate}")]).lines().find_map(|l| l.strip_prefix("SHA256: ").map(str::to_string)).unwrap();
+    let env = TestEnv::empty();
+    // The old pin is deliberately stale: a version and checksum the re-pin must replace.
+    let before = "# A seed, pinned long ago.\n[package]\nname   = \"old-seed\"   # aligned on purpose\nversion = \"1\"\n\n[import]\nunpack = true\n\n# the only source\n[[source]]\ndeb = \"busybox-static=1:0.0-forge-stale\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+    let file = env.write("old.toml", before);
+    let out = env.forge(&["prefetch", "--update-debs", file.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains(&format!("old-seed: busybox-static 1:0.0-forge-stale -> {candidate}")), "{}", stdout(&out));
+    let after = std::fs::read_to_string(&file).unwrap();
+    let expected = before
+        .replace("1:0.0-forge-stale", &candidate)
+        .replace("0000000000000000000000000000000000000000000000000000000000000000", &published);
+    assert_eq!(after, expected);
+    let again = env.forge(&["prefetch", "--update-debs", file.to_str().unwrap()]);
+    assert_exit(&again, 0);
+    assert!(stderr(&again).contains("0 deb source(s) re-pinned, 1 still in the index as pinned"), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), expected);
+    // A pin the index still lists stays, though it is not the candidate: a deliberate choice
+    // (a point release's version rather than a security update's) survives; --latest moves it.
+    // Versions the index lists with a SHA256 (an installed version may be listed without one).
+    let versions = |package: &str| {
+        apt(&["show", package])
+            .split("\n\n")
+            .filter(|stanza| stanza.lines().any(|l| l.starts_with("SHA256: ")))
+            .filter_map(|stanza| stanza.lines().find_map(|l| l.strip_prefix("Version: ")).map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let sha_of = |package: &str, version: &str| apt(&["show", &format!("{package}={version}")]).lines().find_map(|l| l.strip_prefix("SHA256: ").map(str::to_string)).unwrap();
+    let policy_candidate = |package: &str| apt(&["policy", package]).lines().find_map(|l| l.trim().strip_prefix("Candidate: ").map(str::to_string)).unwrap_or_default();
+    // Packages of the toolchain that a point release and its updates often list twice.
+    let listed_twice = ["linux-libc-dev", "libc6", "zlib1g", "libzstd1", "patch", "tzdata"].into_iter().find_map(|package| {
+        let newest = policy_candidate(package);
+        versions(package).into_iter().find(|v| *v != newest).map(|older| (package, older, newest))
+    });
+    match listed_twice {
+        Some((package, older, newest)) => {
+            let recipe = |version: &str| format!("[package]\nname = \"two\"\nversion = \"1\"\n[import]\nunpack = true\n[[source]]\ndeb = \"{package}={version}\"\nsha256 = \"{}\"\n", sha_of(package, version));
+            let file = env.write("two.toml", &recipe(&older));
+            assert_exit(&env.forge(&["prefetch", "--update-debs", file.to_str().unwrap()]), 0);
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), recipe(&older));
+            assert_exit(&env.forge(&["prefetch", "--update-debs", "--latest", file.to_str().unwrap()]), 0);
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), recipe(&newest));
+        }
+        None => eprintln!("no package listed at two versions in this index: the keep-a-listed-pin case is not exercised"),
+    }
+}

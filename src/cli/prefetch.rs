@@ -31,6 +31,15 @@ pub struct PrefetchArgs {
     /// Replace a pin that the download contradicts (after you checked the new file)
     #[arg(long)]
     repin: bool,
+    /// Instead of downloading url sources: re-pin every deb source whose version the signed
+    /// apt index no longer has to the version apt would install now, with the index's SHA256
+    /// (run `apt-get update` first); prints what changed and leaves the rest of each file as it was
+    #[arg(long, conflicts_with = "repin")]
+    update_debs: bool,
+    /// With --update-debs: move every deb source to apt's candidate version, also those the
+    /// index still has
+    #[arg(long, requires = "update_debs")]
+    latest: bool,
     /// Downloads to run at once
     #[arg(short, long, value_name = "N", default_value_t = 4)]
     jobs: usize,
@@ -47,6 +56,9 @@ struct Tally {
 }
 
 pub fn run(global: &GlobalArgs, args: PrefetchArgs) -> CliResult {
+    if args.update_debs {
+        return update_debs(&args);
+    }
     let store = global.open_store()?;
     let display = Downloads::new(progress::detect_mode());
     let mut tally = Tally::default();
@@ -83,6 +95,80 @@ pub fn run(global: &GlobalArgs, args: PrefetchArgs) -> CliResult {
     }
     eprintln!("{summary}");
     Ok(if tally.failed > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// `--update-debs`: every deb source of the files (and overlays) that the index no longer
+/// lists as pinned moves to the index's candidate version (with `--latest`, every one does).
+/// A pin the index still has stays: a deliberate choice (the point release's
+/// linux-libc-dev rather than the security update's) survives. Nothing is downloaded: the
+/// next build fetches and verifies the new pins.
+fn update_debs(args: &PrefetchArgs) -> CliResult {
+    let loaded = load_with_overlays(&args.files, &args.overlays)?;
+    if let Some(unknown) = args.packages.iter().find(|p| !loaded.recipes.iter().any(|r| &r.name == *p)) {
+        return Err(Failure::usage(format!("no package named {unknown:?} in the files given")));
+    }
+    let mut indexed: std::collections::BTreeMap<String, Result<source::IndexedDeb, String>> = Default::default();
+    let (mut changed, mut current, mut failed) = (0, 0, 0);
+    for recipe in loaded.recipes.iter().filter(|r| args.packages.is_empty() || args.packages.contains(&r.name)) {
+        for src in &recipe.sources {
+            let SourceKind::Deb { package, version } = &src.kind else { continue };
+            let still = match args.latest {
+                true => Ok(None),
+                false => source::indexed_deb_version(package, version).map_err(|e| e.to_string()),
+            };
+            let index = match still {
+                Ok(Some(listed)) => Ok(listed),
+                Ok(None) => indexed.entry(package.clone()).or_insert_with(|| source::indexed_deb(package).map_err(|e| e.to_string())).clone(),
+                Err(message) => Err(message),
+            };
+            let new = match &index {
+                Ok(new) => new.clone(),
+                Err(message) => {
+                    failed += 1;
+                    eprintln!("error: {}: {}: {message}", src.at, recipe.name);
+                    continue;
+                }
+            };
+            if *version == new.version && src.checksum.as_ref() == Some(&new.sha256) {
+                current += 1;
+                continue;
+            }
+            let default_name = source::deb_filename(package, version, "amd64");
+            let name = (src.filename != default_name || new.arch != "amd64").then(|| source::deb_filename(package, &new.version, &new.arch));
+            let repin = recipe::DebRepin {
+                file: src.at.file.clone(),
+                recipe: recipe.name.clone(),
+                package: package.clone(),
+                from: version.clone(),
+                to: new.version.clone(),
+                sha256: new.sha256.clone(),
+                name,
+            };
+            match recipe::repin_deb(&repin) {
+                Ok(()) if *version == new.version => {
+                    changed += 1;
+                    println!("{}: {}: {package} {version}: sha256 now {} (the index's)", src.at.file.display(), recipe.name, new.sha256.hex());
+                }
+                Ok(()) => {
+                    changed += 1;
+                    println!("{}: {}: {package} {version} -> {}", src.at.file.display(), recipe.name, new.version);
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: {}: {}: {e}", src.at, recipe.name);
+                }
+            }
+        }
+    }
+    let mut summary = format!("{changed} deb source(s) re-pinned, {current} still in the index as pinned");
+    if failed > 0 {
+        summary.push_str(&format!(", {failed} failed"));
+    }
+    eprintln!("{summary}");
+    if changed > 0 {
+        eprintln!("a new version may depend on packages the old did not: compare with `toolchain/pin-debs.sh --closure PKG...` (docs/toolchain.md)");
+    }
+    Ok(if failed > 0 { EXIT_FAILED } else { EXIT_OK })
 }
 
 /// What happened to one source: a message to print when it was pinned, or an error.

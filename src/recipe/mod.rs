@@ -18,7 +18,7 @@ use crate::hash::{Checksum, ParseDigestError};
 pub use overlay::{apply_overlays, load_overlay, load_overlays, Overlay, OverlayProblem, Override};
 pub use parse::{is_valid_name, DEFAULT_SHELL};
 pub(crate) use parse::parse_duration;
-pub use pin::{pin_sha256, unpinned_url_sources, PinError, PinTarget, UnpinnedSource};
+pub use pin::{pin_sha256, repin_deb, unpinned_url_sources, DebRepin, PinError, PinTarget, UnpinnedSource};
 
 /// Load the recipes and sets named on the command line, with everything their
 /// sets include. Every problem found in any file is reported, one per line.

@@ -69,6 +69,43 @@ pub fn pin_sha256(target: &PinTarget, sha256: &Checksum, note: Option<&str>) -> 
     write_atomically(&target.file, &doc.to_string())
 }
 
+/// A `deb` source to move to another version: `deb = "PACKAGE=FROM"` of `recipe` in `file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebRepin {
+    pub file: PathBuf,
+    /// The recipe (or overlay override) the source belongs to.
+    pub recipe: String,
+    pub package: String,
+    pub from: String,
+    pub to: String,
+    /// The new `.deb`'s sha256, from the signed index.
+    pub sha256: Checksum,
+    /// The new file name in `$FORGE_SOURCES`, written as `name` when the entry has one or the
+    /// package is not `amd64` (forge's default name says `amd64`).
+    pub name: Option<String>,
+}
+
+/// Rewrite one `deb` source in place: its `deb` value, its checksum (as `sha256`) and, when
+/// needed, its `name`; everything else in the file stays byte for byte.
+pub fn repin_deb(repin: &DebRepin) -> Result<(), PinError> {
+    if !matches!(repin.sha256, Checksum::Sha256(_)) {
+        return Err(PinError::NotSha256 { got: repin.sha256.clone() });
+    }
+    let mut doc = read_document(&repin.file)?;
+    let old = format!("{}={}", repin.package, repin.from);
+    let mut entries = source_entries(&mut doc);
+    let entry = entries
+        .iter_mut()
+        .find(|e| e.package == repin.recipe && e.entry.get_str("deb").as_deref() == Some(old.as_str()))
+        .ok_or_else(|| PinError::NotFound { path: repin.file.clone(), package: repin.recipe.clone(), url: format!("deb {old}"), filename: String::new() })?;
+    entry.entry.set_str("deb", &format!("{}={}", repin.package, repin.to));
+    if let Some(name) = &repin.name {
+        entry.entry.set_str("name", name);
+    }
+    entry.entry.set_sha256(&repin.sha256.hex(), None);
+    write_atomically(&repin.file, &doc.to_string())
+}
+
 /// Every `url` source without a checksum in the recipe or overlay `file`, read leniently (no
 /// other validation), optionally only those of `packages`.
 pub fn unpinned_url_sources(file: &Path, packages: &[String]) -> Result<Vec<UnpinnedSource>, PinError> {
@@ -184,6 +221,29 @@ impl Entry<'_> {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default()
+    }
+
+    /// Set a string value, keeping the old value's spacing and comments (a new key goes last).
+    fn set_str(&mut self, key: &str, text: &str) {
+        let slot = match self {
+            Entry::Table(t) => match t.get_mut(key).and_then(Item::as_value_mut) {
+                Some(value) => value,
+                None => {
+                    t.insert(key, toml_edit::value(text));
+                    return;
+                }
+            },
+            Entry::Inline(t) => match t.get_mut(key) {
+                Some(value) => value,
+                None => {
+                    t.insert(key, Value::from(text));
+                    return;
+                }
+            },
+        };
+        let decor = slot.decor().clone();
+        *slot = Value::from(text);
+        *slot.decor_mut() = decor;
     }
 
     fn keys(&self) -> Vec<String> {
