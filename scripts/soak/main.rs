@@ -107,7 +107,7 @@ impl Figures {
             ("kill -9 delivered", format!("{kills} (build {}, push {}, substitute {})", self.kills_build, self.kills_push, self.kills_substitute), ""),
             ("kills that came too late (process had exited)", self.kills_missed.to_string(), ""),
             ("corrupt or missing store objects", self.corrupt_objects.to_string(), "0"),
-            ("complete but unrecorded objects right after a kill", self.orphans_after_kill.to_string(), ""),
+            ("unrecorded complete objects right after a kill", self.orphans_after_kill.to_string(), ""),
             ("  still there after the work was redone", self.orphan_objects.to_string(), "0"),
             ("half-registered realisations (store)", self.half_registered.to_string(), "0"),
             ("corrupt or half-registered cache entries", self.cache_problems.to_string(), "0"),
