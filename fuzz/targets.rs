@@ -20,7 +20,21 @@ const CORPUS_KEY: &str = "fuzz-corpus:pbG5NQEFk8z5a6VA7Hu3QyZApu8pFgoLF7Zb5Fo9m1
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("forge-fuzz-").tempdir().expect("scratch dir").keep();
+        // One directory per process, named by its pid; those of dead processes are removed
+        // here, so repeated runs do not pile up (a static is never dropped).
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("forge-fuzz-").and_then(|p| p.parse::<u32>().ok()) {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    make_writable(&entry.path());
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("forge-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
         let recipe = |name: &str, deps: &str| {
             format!("[package]\nname = \"{name}\"\nversion = \"1\"\n\n[deps]\nbuild = [{deps}]\n\n[build]\nscript = \"true\"\n")
         };
