@@ -105,3 +105,32 @@ hello > "$FORGE_OUT/share/greeting"
     assert_eq!(greeting, "Hello, world!\n");
     eprintln!("hello: built and run in {:.1?}", started.elapsed());
 }
+
+/// The partial-mirror path: `--orig-only` fetches just the orig tarball, by its pool path,
+/// checked by apt-helper against the SHA256 of the signed Sources index (no .dsc needed).
+#[test]
+fn orig_tarball_comes_by_pool_path_verified_against_the_signed_index() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: scripts/debian-sources.sh runs apt-get update, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("debian");
+    let script = repo().join("scripts/debian-sources.sh");
+    let out = Command::new("sh").arg(&script).args(["--orig-only", "--dest"]).arg(&dest).arg("hello").output().expect("run debian-sources.sh");
+    assert!(out.status.success(), "{} --orig-only hello failed:\n{}", script.display(), stderr(&out));
+    let mut names: Vec<String> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, vec![ORIG.to_string()], "only the orig tarball, no .dsc or Debian tarball");
+    let bytes = std::fs::read(dest.join(ORIG)).unwrap();
+    assert_eq!(Checksum::parse("sha256", ORIG_SHA256).unwrap().compute_like(&bytes).hex(), ORIG_SHA256);
+    assert!(stdout(&out).contains(&format!("{ORIG_SHA256}  {ORIG}")), "prints the sha256 to pin:\n{}", stdout(&out));
+    assert!(stdout(&out).contains("verified against the signed Sources index"), "{}", stdout(&out));
+
+    // A file that does not match the index is replaced, not trusted.
+    std::fs::write(dest.join(ORIG), b"not hello").unwrap();
+    let again = Command::new("sh").arg(&script).args(["--orig-only", "--dest"]).arg(&dest).arg("hello").output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(std::fs::read(dest.join(ORIG)).unwrap(), bytes);
+}
