@@ -12,6 +12,8 @@
 #   scripts/debian-sources.sh binutils gcc-12 gmp mpfr4 mpclib3 glibc linux=6.1.176-1
 #   scripts/debian-sources.sh m4 ncurses bash coreutils diffutils file findutils gawk \
 #       grep gzip patch=2.7.6-7 sed tar xz-utils                                  # for ch6
+# OVERLAY (default recipes/lfs-debian/overlay.toml, bookworm's versions) picks the
+# overlay: recipes/lfs-debian/book.toml builds the book's versions from trixie.
 # FORGE (default target/debug/forge) names the binary. --keep-going: a failed package
 # does not stop the others that do not need it. One build at a time (-j 1), so
 # each package's time is comparable (SBU). Not run in CI: it takes a long time.
@@ -19,7 +21,7 @@ set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 forge=${FORGE:-$repo/target/debug/forge}
-overlay="$repo/recipes/lfs-debian/overlay.toml"
+overlay=${OVERLAY:-$repo/recipes/lfs-debian/overlay.toml}
 : "${FORGE_STORE:?set FORGE_STORE to a dedicated store directory}"
 export FORGE_STORE
 [ -d "$repo/sources/debian" ] || { echo "$0: no sources/debian/: run scripts/debian-sources.sh (see above)" >&2; exit 1; }
