@@ -44,6 +44,8 @@ pub struct Options {
     /// How long a build whose recipe names no `max-silent-time` may print nothing
     /// (`forge build --max-silent-time`); `None`: silence never ends such a build.
     pub max_silent: Option<Duration>,
+    /// Keep a failed build's `/build` and `$FORGE_OUT` under `STORE/failed/` (`--keep-failed`).
+    pub keep_failed: bool,
 }
 
 impl Options {
@@ -713,7 +715,7 @@ pub(crate) fn run_in_scratch(
                 helper_exe: opts.helper_exe.clone(),
                 layers,
                 sources: sources_dir,
-                scratch: sandbox_dir,
+                scratch: sandbox_dir.clone(),
                 env,
                 argv,
                 timeout: recipe.requirements.timeout.map(Duration::from_secs),
@@ -731,17 +733,31 @@ pub(crate) fn run_in_scratch(
                     return Err(BuildFailure { error: format!("{}: {full}", recipe.name), log: None, category: Category::System, transient: false });
                 }
             }
+            if outcome.exit != Exit::Success && opts.keep_failed && variation == &Variation::default() {
+                let kept = store.keep_failed(&recipe.name, &drv.hash(), &sandbox_dir.join("build"), &outcome.out_dir)?;
+                append_to_log(log, &format!("\nforge: kept this build's /build and $FORGE_OUT in {} (--keep-failed)\n", kept.display()));
+                let failure = failure_of(recipe, outcome.exit);
+                return Err(BuildFailure { error: format!("{}; its /build and $FORGE_OUT are kept in {}", failure.error, kept.display()), ..failure });
+            }
             match outcome.exit {
                 Exit::Success => Ok(Ran { _scratch: scratch, out_dir: outcome.out_dir, peak_memory: outcome.peak_memory }),
-                Exit::Failed(code) => Err(BuildFailure::script(format!("build script exited with status {code}"), code == TRANSIENT_EXIT)),
-                Exit::Signaled(sig) => Err(BuildFailure::script(format!("build script killed by signal {sig}"), false)),
-                Exit::TimedOut => Err(BuildFailure::script(
-                    format!("build exceeded its timeout of {}s ([requirements] timeout)", recipe.requirements.timeout.unwrap_or(0)),
-                    false,
-                )),
-                Exit::LimitExceeded(breach) => Err(BuildFailure { error: format!("{}: {breach}", recipe.name), log: None, category: Category::System, transient: false }),
+                other => Err(failure_of(recipe, other)),
             }
         }
+    }
+}
+
+/// The failure a build's non-successful exit is.
+fn failure_of(recipe: &Recipe, exit: Exit) -> BuildFailure {
+    match exit {
+        Exit::Success => unreachable!("a successful exit is not a failure"),
+        Exit::Failed(code) => BuildFailure::script(format!("build script exited with status {code}"), code == TRANSIENT_EXIT),
+        Exit::Signaled(sig) => BuildFailure::script(format!("build script killed by signal {sig}"), false),
+        Exit::TimedOut => BuildFailure::script(
+            format!("build exceeded its timeout of {}s ([requirements] timeout)", recipe.requirements.timeout.unwrap_or(0)),
+            false,
+        ),
+        Exit::LimitExceeded(breach) => BuildFailure { error: format!("{}: {breach}", recipe.name), log: None, category: Category::System, transient: false },
     }
 }
 

@@ -500,3 +500,37 @@ fn two_forge_processes_on_one_store_build_each_derivation_once() {
     }
     assert_store_clean(&env);
 }
+
+#[test]
+fn keep_failed_keeps_build_and_out_outside_gc_and_says_where() {
+    let env = TestEnv::with_seed_sources();
+    let script = "echo state > /build/half-done\necho partial > \"$FORGE_OUT/partial\"\nexit 3";
+    let set = write_set(&env, &[("broken", script_recipe("broken", &[], script))]);
+    let set = path_str(&set);
+
+    // Without the flag nothing is kept.
+    let out = env.forge(&["build", set]);
+    assert_exit(&out, 1);
+    assert!(!env.store.join("failed").exists());
+
+    let out = env.forge(&["build", "--keep-failed", set]);
+    assert_exit(&out, 1);
+    let failed = env.store.join("failed");
+    let kept: Vec<_> = std::fs::read_dir(&failed).expect("failed/").map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let kept = &kept[0];
+    assert!(kept.file_name().unwrap().to_str().unwrap().starts_with("broken-"), "{}", kept.display());
+    assert!(stderr(&out).contains(&kept.display().to_string()), "the error says where:\n{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(kept.join("build/half-done")).unwrap(), "state\n");
+    assert_eq!(std::fs::read_to_string(kept.join("out/partial")).unwrap(), "partial\n");
+    let log = env.forge(&["log", "broken"]);
+    assert!(common::stdout(&log).contains("--keep-failed"), "{}", common::stdout(&log));
+
+    // gc leaves it; a second failure of the same derivation replaces it.
+    assert_exit(&env.forge(&["gc"]), 0);
+    assert!(kept.join("build/half-done").is_file());
+    std::fs::write(kept.join("build/stale"), "x").unwrap();
+    assert_exit(&env.forge(&["build", "--keep-failed", set]), 1);
+    assert!(kept.join("build/half-done").is_file() && !kept.join("build/stale").exists());
+    assert_store_clean(&env);
+}

@@ -25,6 +25,11 @@ pub struct BuildArgs {
     /// After a failure, keep building everything that does not depend on it
     #[arg(short, long)]
     keep_going: bool,
+    /// Keep a failed build's /build and $FORGE_OUT in STORE/failed/NAME-DRV/ (the error says
+    /// where; gc never removes them, delete them yourself); a later failure of the same
+    /// derivation replaces them
+    #[arg(long)]
+    keep_failed: bool,
     /// Show what would be built and why, without building anything
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -101,6 +106,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     let opts = Options {
         jobs,
         keep_going: args.keep_going,
+        keep_failed: args.keep_failed,
         helper_exe,
         build_jobs: args.build_jobs.unwrap_or(cpus).max(1),
         substituted,

@@ -8,6 +8,7 @@
 //!       sources/<algo>-<hex> verified source files (or trees), read-only
 //!       logs/<id>-<name>.log build logs
 //!       tmp/                 scratch space on the same file system as objects/
+//!       failed/              failed builds kept by `--keep-failed` (never touched by gc)
 //!       locks/               flock files: store.lock, drv-<hex>.lock, out-<hex>.lock
 //! ```
 
@@ -30,6 +31,8 @@ pub(crate) const SOURCES: &str = "sources";
 pub(crate) const LOGS: &str = "logs";
 pub(crate) const TMP: &str = "tmp";
 pub(crate) const LOCKS: &str = "locks";
+/// Failed builds kept by `forge build --keep-failed` (never touched by gc).
+pub(crate) const FAILED: &str = "failed";
 const SUBDIRS: [&str; 5] = [OBJECTS, SOURCES, LOGS, TMP, LOCKS];
 
 /// The default store directory: `$FORGE_STORE`, else `$XDG_DATA_HOME/forge`, else

@@ -346,6 +346,27 @@ impl Store {
         ScratchDir::create(&self.tmp_dir(), label, residue::process_token(), Some(lock))
     }
 
+    /// Keep a failed build's `/build` and `$FORGE_OUT` as `failed/NAME-DRV12/{build,out}`
+    /// (replacing an earlier failure of the same derivation), moved out of its scratch dir
+    /// so that neither the scratch dir's removal nor gc touches them: they stay until the
+    /// user deletes them (docs/cli.md, `--keep-failed`).
+    pub fn keep_failed(&self, name: &str, drv: &crate::hash::Digest, build: &Path, out: &Path) -> Result<PathBuf, StoreError> {
+        let failed = self.dir.join(layout::FAILED);
+        std::fs::create_dir_all(&failed).map_err(StoreError::io("create", &failed))?;
+        let kept = failed.join(format!("{}-{}", layout::sanitize(name), drv.short()));
+        if kept.symlink_metadata().is_ok() {
+            layout::remove_tree(&kept)?;
+        }
+        std::fs::create_dir(&kept).map_err(StoreError::io("create", &kept))?;
+        for (from, to) in [(build, "build"), (out, "out")] {
+            if from.symlink_metadata().is_ok() {
+                let dest = kept.join(to);
+                std::fs::rename(from, &dest).map_err(StoreError::io("move", &dest))?;
+            }
+        }
+        Ok(kept)
+    }
+
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.dir.join(layout::TMP)
     }
