@@ -138,11 +138,18 @@ for pkg in "$@"; do
 done
 
 # Every file fetched for these packages, with its sha256 (what recipes pin): the .dsc and
-# the files it lists when there is one, else the orig tarballs.
+# the files it lists when all of them came, else the orig tarballs.
 for pkg in "$@"; do
     uris=$(index_uris "$pkg")
     dsc=$(echo "$uris" | awk '$2 ~ /\.dsc$/ { print $2 }')
+    complete=
     if [ -n "$dsc" ] && [ -f "$dsc" ] && [ -z "$orig_only" ]; then
+        complete=1
+        for file in $(awk '/^Files:/ { on = 1; next } /^[^ ]/ { on = 0 } on { print $3 }' "$dsc"); do
+            [ -f "$file" ] || complete=
+        done
+    fi
+    if [ -n "$complete" ]; then
         echo "# ${pkg%%=*} ($dsc)"
         for file in "$dsc" $(awk '/^Files:/ { on = 1; next } /^[^ ]/ { on = 0 } on { print $3 }' "$dsc"); do
             sha256sum "$file"

@@ -16,12 +16,15 @@ use common::*;
 use forge::hash::Checksum;
 use forge::store::Store;
 
+/// bookworm's hello, by version: where newer suites' deb-src are enabled too (trixie, for
+/// LFS), `hello` alone would pick theirs, whose Debian tarball this mirror may lack.
+const HELLO: &str = "hello=2.10-3";
 const ORIG: &str = "hello_2.10.orig.tar.gz";
 const ORIG_SHA256: &str = "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b";
 
 fn apt_get_source_hello(dir: &Path) -> std::process::Output {
     Command::new("apt-get")
-        .args(["source", "--download-only", "-qq", "hello"])
+        .args(["source", "--download-only", "-qq", HELLO])
         .current_dir(dir)
         .output()
         .expect("run apt-get source")
@@ -34,7 +37,7 @@ fn download_debian_hello(dir: &Path) {
     }
     // No deb-src entries yet: derive them from the machine's apt sources.
     let script = repo().join("scripts/debian-sources.sh");
-    let enable = Command::new("sh").arg(&script).arg("hello").output().expect("run debian-sources.sh");
+    let enable = Command::new("sh").arg(&script).arg(HELLO).output().expect("run debian-sources.sh");
     assert!(enable.status.success(), "{} failed:\n{}", script.display(), stderr(&enable));
     let retry = apt_get_source_hello(dir);
     assert!(retry.status.success(), "apt-get source hello failed:\n{}", stderr(&retry));
@@ -118,7 +121,7 @@ fn orig_tarball_comes_by_pool_path_verified_against_the_signed_index() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("debian");
     let script = repo().join("scripts/debian-sources.sh");
-    let out = Command::new("sh").arg(&script).args(["--orig-only", "--dest"]).arg(&dest).arg("hello").output().expect("run debian-sources.sh");
+    let out = Command::new("sh").arg(&script).args(["--orig-only", "--dest"]).arg(&dest).arg(HELLO).output().expect("run debian-sources.sh");
     assert!(out.status.success(), "{} --orig-only hello failed:\n{}", script.display(), stderr(&out));
     let mut names: Vec<String> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -130,7 +133,7 @@ fn orig_tarball_comes_by_pool_path_verified_against_the_signed_index() {
 
     // A file that does not match the index is replaced, not trusted.
     std::fs::write(dest.join(ORIG), b"not hello").unwrap();
-    let again = Command::new("sh").arg(&script).args(["--orig-only", "--dest"]).arg(&dest).arg("hello").output().unwrap();
+    let again = Command::new("sh").arg(&script).args(["--orig-only", "--dest"]).arg(&dest).arg(HELLO).output().unwrap();
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(std::fs::read(dest.join(ORIG)).unwrap(), bytes);
 }

@@ -448,6 +448,12 @@ fn no_sandbox_stages_two_builds_of_one_package_at_one_place() {
             let Some(known) = all.get(&dep.name) else { continue };
             let key = (dep.at.clone(), role(&known.name));
             if let Some(other) = by_place.insert(key, known.name.as_str()) {
+                // The book's $LFS/tools: the cross compiler (pass 1, no libstdc++ of its own)
+                // and libstdc++ 5.6, whose headers go into that compiler's tools/ tree.
+                let pair = [other, known.name.as_str()];
+                if pair.contains(&"gcc-pass1") && pair.contains(&"libstdcxx") {
+                    continue;
+                }
                 assert_eq!(
                     other,
                     known.name,
