@@ -6,7 +6,7 @@
 #
 #   FORGE_STORE=/var/tmp/lfs-a scripts/lfs-chapter5.sh [PKG|ch5|ch6...]
 #   default: ch5 = binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx
-#   ch6 = the chapter-6 tools the overlay covers (all but make: docs/lfs.md)
+#   ch6 = the chapter-6 tools (make only with the trixie overlay book.toml: docs/lfs.md)
 #
 # Fetch the sources first (needs root for apt):
 #   scripts/debian-sources.sh binutils gcc-12 gmp mpfr4 mpclib3 glibc linux=6.1.176-1
@@ -14,7 +14,8 @@
 #       grep gzip patch=2.7.6-7 sed tar xz-utils                                  # for ch6
 # OVERLAY (default recipes/lfs-debian/overlay.toml, bookworm's versions) picks the
 # overlay: recipes/lfs-debian/book.toml builds the book's versions from trixie.
-# FORGE (default target/debug/forge) names the binary. --keep-going: a failed package
+# FORGE (default target/debug/forge) names the binary. --keep-failed: a failed build's
+# /build and $FORGE_OUT stay in $FORGE_STORE/failed/. --keep-going: a failed package
 # does not stop the others that do not need it. One build at a time (-j 1), so
 # each package's time is comparable (SBU). Not run in CI: it takes a long time.
 set -eu
@@ -27,7 +28,7 @@ export FORGE_STORE
 [ -d "$repo/sources/debian" ] || { echo "$0: no sources/debian/: run scripts/debian-sources.sh (see above)" >&2; exit 1; }
 [ $# -gt 0 ] || set -- ch5
 ch5="binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx"
-ch6="m4 ncurses bash coreutils diffutils file findutils gawk grep gzip patch sed tar xz binutils-pass2 gcc-pass2"
+ch6="m4 ncurses bash coreutils diffutils file findutils gawk grep gzip make patch sed tar xz binutils-pass2 gcc-pass2"
 
 "$forge" source add "$repo/sources/debian" | tail -n 1
 packages=
@@ -37,7 +38,7 @@ for arg in "$@"; do
 done
 start=$(date +%s)
 # shellcheck disable=SC2086 # one -p per word
-"$forge" build "$repo/recipes/toolchain.toml" --overlay "$overlay" -j 1 --keep-going $packages
+"$forge" build "$repo/recipes/toolchain.toml" --overlay "$overlay" -j 1 --keep-going --keep-failed $packages
 echo "wall time: $(( $(date +%s) - start )) s" >&2
 "$forge" show "$repo/recipes/toolchain.toml" --overlay "$overlay" 2>/dev/null \
     | grep -E "^(lfs-host|lfs-layout|lfs-sysroot|$(echo "$ch5 $ch6" | tr ' ' '|')) "
