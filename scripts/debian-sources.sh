@@ -144,14 +144,15 @@ for pkg in "$@"; do
     dsc=$(echo "$uris" | awk '$2 ~ /\.dsc$/ { print $2 }')
     complete=
     if [ -n "$dsc" ] && [ -f "$dsc" ] && [ -z "$orig_only" ]; then
+        listed=$(awk '/^Files:/ { on = 1; next } /^[^ ]/ { on = 0 } on { print $3 }' "$dsc")
         complete=1
-        for file in $(awk '/^Files:/ { on = 1; next } /^[^ ]/ { on = 0 } on { print $3 }' "$dsc"); do
+        for file in $listed; do
             [ -f "$file" ] || complete=
         done
     fi
     if [ -n "$complete" ]; then
         echo "# ${pkg%%=*} ($dsc)"
-        for file in "$dsc" $(awk '/^Files:/ { on = 1; next } /^[^ ]/ { on = 0 } on { print $3 }' "$dsc"); do
+        for file in "$dsc" $listed; do
             sha256sum "$file"
         done
     else

@@ -412,13 +412,14 @@ fn fetch_deb(
     dest: &Path,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<(), SourceError> {
-    if from_apt_cache(filename, expected, dest)? {
+    let apt_cache = apt_archives_dir();
+    if from_apt_cache(&apt_cache, filename, expected, dest)? {
         let size = fs::metadata(dest).map(|m| m.len()).map_err(io_err(dest))?;
         progress(size, Some(size));
         return Ok(());
     }
     let work = ScratchDir::beside(dest)?;
-    run_apt_download(package, version, work.path())?;
+    run_apt_download(package, version, work.path(), &apt_cache)?;
     let deb = single_deb(work.path(), package, version)?;
     fs::rename(&deb, dest).map_err(io_err(dest))?;
     let size = fs::metadata(dest).map(|m| m.len()).map_err(io_err(dest))?;
@@ -455,8 +456,8 @@ pub fn apt_archives_dir() -> PathBuf {
 /// A `.deb` apt downloaded before (apt names it as forge does: `PKG_VER_ARCH.deb`, the
 /// epoch's colon as `%3a`), copied to `dest` when its checksum is the pin. apt's cache keeps
 /// versions the archive has dropped since, until `apt-get clean`.
-fn from_apt_cache(filename: &str, expected: &Checksum, dest: &Path) -> Result<bool, SourceError> {
-    let cached = apt_archives_dir().join(filename);
+fn from_apt_cache(apt_cache: &Path, filename: &str, expected: &Checksum, dest: &Path) -> Result<bool, SourceError> {
+    let cached = apt_cache.join(filename);
     if !cached.is_file() {
         return Ok(false);
     }
@@ -525,12 +526,8 @@ fn indexed_version(package: &str, version: Option<&str>) -> Result<IndexedDeb, S
     Ok(IndexedDeb { version, sha256, arch })
 }
 
-/// The name forge gives a deb source in `$FORGE_SOURCES`, and apt its download.
-pub fn deb_filename(package: &str, version: &str, arch: &str) -> String {
-    format!("{package}_{}_{arch}.deb", version.replace(':', "%3a"))
-}
-
-fn run_apt_download(package: &str, version: &str, dir: &Path) -> Result<(), SourceError> {
+/// `apt_cache` is only named in the error (where else forge looked).
+fn run_apt_download(package: &str, version: &str, dir: &Path, apt_cache: &Path) -> Result<(), SourceError> {
     let output = Command::new("apt-get")
         .args(["download", "-q"])
         .arg(format!("{package}={version}"))
@@ -549,7 +546,7 @@ fn run_apt_download(package: &str, version: &str, dir: &Path) -> Result<(), Sour
         package: package.to_string(),
         version: version.to_string(),
         stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        apt_cache: apt_archives_dir().display().to_string(),
+        apt_cache: apt_cache.display().to_string(),
     })
 }
 

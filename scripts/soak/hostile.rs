@@ -60,7 +60,7 @@ impl Honest {
     /// A fresh store builds the workload from `cache`; returns forge's output and the store's
     /// peak disk use, sampled while it ran.
     fn substitute(&self, forge: &Forge, cache: &Path, trusted: &str, tag: &str) -> Result<(std::process::Output, u64), String> {
-        let store = self.work.join(format!("hostile-client-{tag}"));
+        let store = self.client_store(tag);
         let _ = fs::remove_dir_all(&store);
         forge.add_sources_from(&self.base, &store)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -327,7 +327,7 @@ pub fn run_all(verbose: bool, f: &mut Figures, forge: &Forge, honest: &Honest, u
         let over = peak.saturating_sub(honest.peak);
         f.hostile_peak_over = f.hostile_peak_over.max(over);
         if over > DISK_SLACK {
-            unsafe_because.push(format!("the store grew to {} ({} over the honest run)", run::human(peak), run::human(over)));
+            unsafe_because.push(format!("the store grew to {} ({} over the honest run)", forge::units::human_bytes(peak), forge::units::human_bytes(over)));
         }
         let escaped = escapes(&copy.escape, &store);
         if !escaped.is_empty() {
@@ -340,7 +340,7 @@ pub fn run_all(verbose: bool, f: &mut Figures, forge: &Forge, honest: &Honest, u
         }
         if verbose {
             let how = a_event.map(|e| e["event"].as_str().unwrap_or("?").to_string()).unwrap_or_else(|| "no event".into());
-            println!("  hostile {what}: a {how}, peak {} {}", run::human(peak), if unsafe_because.is_empty() { "safe" } else { "UNSAFE" });
+            println!("  hostile {what}: a {how}, peak {} {}", forge::units::human_bytes(peak), if unsafe_because.is_empty() { "safe" } else { "UNSAFE" });
         }
         if !unsafe_because.is_empty() {
             f.hostile_unsafe += 1;

@@ -120,7 +120,7 @@ impl Figures {
             ("hostile cache variants", self.hostile_variants.to_string(), ""),
             ("  refused (built locally, correct output)", self.hostile_refused.to_string(), ""),
             ("  with an unsafe outcome", self.hostile_unsafe.to_string(), "0"),
-            ("  worst disk use over the honest run", run::human(self.hostile_peak_over), ""),
+            ("  worst disk use over the honest run", forge::units::human_bytes(self.hostile_peak_over), ""),
             ("sandbox probes", self.probes.to_string(), ""),
             ("  refused", self.probes_refused.to_string(), ""),
         ];

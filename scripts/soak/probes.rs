@@ -134,6 +134,7 @@ pub fn run_all(verbose: bool, f: &mut Figures, forge: &Forge, work: &Path, base:
     let events = run::json_lines(&out.stdout);
 
     let store_clean = forge.json(&store, &["verify", "--json"])?["clean"] == true;
+    let kernel_changed = kernel_settings() != kernel_before;
     for (i, (name, host, _)) in PROBES.iter().enumerate() {
         let event = events.iter().find(|e| e["name"] == format!("probe-{i}") && e["event"] != "started");
         let object = event.and_then(|e| e["out"].as_str()).map(|out| store.join("objects").join(out));
@@ -164,7 +165,7 @@ pub fn run_all(verbose: bool, f: &mut Figures, forge: &Forge, work: &Path, base:
             escaped = true;
             why = h;
         }
-        if kernel_settings() != kernel_before {
+        if kernel_changed {
             escaped = true;
             why = "the host's kernel settings changed".into();
         }

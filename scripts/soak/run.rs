@@ -290,7 +290,3 @@ pub fn disk_use(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.blocks() * 512).sum()
 }
-
-pub fn human(bytes: u64) -> String {
-    forge::units::human_bytes(bytes)
-}

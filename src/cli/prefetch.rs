@@ -133,8 +133,8 @@ fn update_debs(args: &PrefetchArgs) -> CliResult {
                 current += 1;
                 continue;
             }
-            let default_name = source::deb_filename(package, version, "amd64");
-            let name = (src.filename != default_name || new.arch != "amd64").then(|| source::deb_filename(package, &new.version, &new.arch));
+            let default_name = recipe::deb_filename(package, version, "amd64");
+            let name = (src.filename != default_name || new.arch != "amd64").then(|| recipe::deb_filename(package, &new.version, &new.arch));
             let repin = recipe::DebRepin {
                 file: src.at.file.clone(),
                 recipe: recipe.name.clone(),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::hash::{Checksum, ParseDigestError};
 
 pub use overlay::{apply_overlays, load_overlay, load_overlays, Overlay, OverlayProblem, Override};
-pub use parse::{is_valid_name, DEFAULT_SHELL};
+pub use parse::{deb_filename, is_valid_name, DEFAULT_SHELL};
 pub(crate) use parse::parse_duration;
 pub use pin::{pin_sha256, repin_deb, unpinned_url_sources, DebRepin, PinError, PinTarget, UnpinnedSource};
 

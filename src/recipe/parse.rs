@@ -352,6 +352,12 @@ fn validate_recipe(ctx: &mut FileCtx, raw: RawFile) -> Option<Recipe> {
 }
 
 /// Package and set names: `[a-zA-Z0-9][a-zA-Z0-9+._-]*`.
+/// The name of a `deb` source in `$FORGE_SOURCES` (the default for `deb = "PKG=VER"`), which
+/// is also what apt calls its download: `PKG_VER_ARCH.deb`, the epoch's colon as `%3a`.
+pub fn deb_filename(package: &str, version: &str, arch: &str) -> String {
+    format!("{package}_{}_{arch}.deb", version.replace(':', "%3a"))
+}
+
 pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -435,7 +441,7 @@ fn validate_source(ctx: &mut FileCtx, span: &Range<usize>, raw: RawSource) -> Op
             ctx.problem(&deb.span(), ProblemKind::BadDeb { value: deb.into_inner() });
             return None;
         };
-        let name = format!("{package}_{}_amd64.deb", version.replace(':', "%3a"));
+        let name = deb_filename(&package, &version, "amd64");
         (SourceKind::Deb { package, version }, Some(name))
     };
     let filename = match (raw.name, default_name) {

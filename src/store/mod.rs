@@ -354,9 +354,7 @@ impl Store {
         let failed = self.dir.join(layout::FAILED);
         std::fs::create_dir_all(&failed).map_err(StoreError::io("create", &failed))?;
         let kept = failed.join(format!("{}-{}", layout::sanitize(name), drv.short()));
-        if kept.symlink_metadata().is_ok() {
-            layout::remove_tree(&kept)?;
-        }
+        layout::remove_tree(&kept)?;
         std::fs::create_dir(&kept).map_err(StoreError::io("create", &kept))?;
         for (from, to) in [(build, "build"), (out, "out")] {
             if from.symlink_metadata().is_ok() {
