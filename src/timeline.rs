@@ -117,6 +117,8 @@ mod tests {
             out_hash: None,
             out_size: None,
             error: None,
+            expected_ms: None,
+            phase: None,
         }
     }
 

@@ -157,6 +157,60 @@ fn status_is_live_from_another_process_and_history_keeps_metrics() {
     assert!(runs == 2 && text.contains("MiB") && text.contains("no recorded build of binutils-pass1"), "{text}");
 }
 
+/// A long run in phases (the directories of its recipes: LFS's chapters): `forge status`
+/// says which phase is running, what each has left, and the ETA from the recipes' SBU hints
+/// times this machine's SBU (the reference package's recorded build time).
+#[test]
+fn status_shows_the_phase_and_an_eta_from_the_recipes_sbu() {
+    let env = TestEnv::with_seed_sources();
+    let config = env.write("forge.toml", "sbu-reference = \"unit\"\n");
+    let config = config.to_str().unwrap();
+    env.write("ch1/unit.toml", "[package]\nname = \"unit\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\"]\n[build]\nscript = 'sleep 1; mkdir -p $FORGE_OUT'\n");
+    env.write(
+        "ch2/long.toml",
+        "[package]\nname = \"long\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\", \"unit\"]\n[requirements]\nsbu = 30\n[build]\nscript = 'sleep 5; mkdir -p $FORGE_OUT'\n",
+    );
+    env.write("ch2/after.toml", "[package]\nname = \"after\"\nversion = \"1\"\n[deps]\nbuild = [\"seed\", \"long\"]\n[requirements]\nsbu = 2\n[build]\nscript = 'mkdir -p $FORGE_OUT'\n");
+    let set = env.write("set.toml", &format!("[set]\nname = \"p\"\ninclude = [{}, \"ch1/*.toml\", \"ch2/*.toml\"]\n", seed_includes()));
+    let set = set.to_str().unwrap();
+    // 1 SBU here: unit's build time.
+    assert_exit(&env.forge(&["build", set, "-p", "unit", "--config", config]), 0);
+    let unit_ms = (json_lines(&env.forge(&["history", "--json", "unit"]).stdout)[0]["seconds"].as_f64().unwrap() * 1000.0).round();
+
+    let mut child = env.cmd().args(["build", set, "-j", "1", "--config", config]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let live = loop {
+        let out = env.forge(&["status", "--json", "--config", config]);
+        if let Some(s) = json_lines(&out.stdout).pop().filter(|s| s["current_packages"].as_array().is_some_and(|c| c.iter().any(|p| p["name"] == "long"))) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "long never showed up as running");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = stdout(&env.forge(&["status", "--config", config]));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(live["current_phase"], "ch2");
+    let phases: Vec<(&str, u64, u64, u64)> = live["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["to_build"].as_u64().unwrap(), p["finished"].as_u64().unwrap(), p["in_store"].as_u64().unwrap()))
+        .collect();
+    assert!(phases.contains(&("ch2", 2, 0, 0)), "{phases:?}");
+    assert!(phases.contains(&("ch1", 0, 0, 1)), "unit was built by the first run: {phases:?}");
+    // long is expected to take 30 SBU and after 2: about 32 SBU are left while long runs.
+    let left = live["remaining_sbu"].as_f64().unwrap();
+    assert!((25.0..=32.5).contains(&left), "{left} SBU left");
+    assert!((live["sbu_seconds"].as_f64().unwrap() * 1000.0 - unit_ms).abs() < 1.0);
+    assert!(live["estimated_completion_ms"].as_i64().is_some());
+    assert!(text.contains("* ch2") && text.contains("0/2   built") && text.contains("SBU left, 1 SBU = "), "{text}");
+    // The run recorded what it expected of each package: 30 x 1 SBU for long.
+    let long = json_lines(&env.forge(&["history", "--json", "long"]).stdout).remove(0);
+    assert_eq!(long["phase"], "ch2");
+    let expected = long["expected_ms"].as_f64().unwrap();
+    assert!((expected - 30.0 * unit_ms).abs() <= 30.0, "expected {expected} ms, 1 SBU = {unit_ms} ms");
+}
+
 #[test]
 fn report_and_trace_show_the_timeline_critical_path_and_failures() {
     let env = TestEnv::with_seed_sources();

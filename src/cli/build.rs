@@ -119,8 +119,8 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> CliResult {
     };
     let mode = if args.json { Mode::Json } else { progress::detect_mode() };
     let observer = progress::Reporter::new(mode, graph.nodes.len());
-    observer.expect(expected, opts.jobs);
-    let recorder = super::record::Recorder::new(&store, run, graph, plan, &observer);
+    observer.expect(expected.clone(), opts.jobs);
+    let recorder = super::record::Recorder::new(&store, run, graph, plan, &expected, &observer);
     let report = executor::build(&store, graph, plan, &opts, &recorder)?;
     recorder.flush();
     observer.finish();

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use crate::derivation::Plan;
 use crate::executor::{Event, NodeResult, Observer, Realised};
-use crate::graph::Graph;
+use crate::graph::{Graph, NodeId};
 use crate::store::{now_ms, RunId, RunNode, Store};
 
 pub struct Recorder<'a> {
@@ -20,6 +20,8 @@ pub struct Recorder<'a> {
     run: RunId,
     graph: &'a Graph,
     plan: &'a Plan,
+    /// Each node's expected build time (by node id), recorded with it when queued.
+    expected_ms: &'a [u64],
     inner: &'a dyn Observer,
     warned: AtomicBool,
     pending: Mutex<Vec<RunNode>>,
@@ -29,10 +31,10 @@ pub struct Recorder<'a> {
 const BATCH: usize = 1000;
 
 impl<'a> Recorder<'a> {
-    /// Record run `run` of `graph`; the nodes to build are entered as `queued` when the
-    /// executor says which they are.
-    pub fn new(store: &'a Store, run: RunId, graph: &'a Graph, plan: &'a Plan, inner: &'a dyn Observer) -> Recorder<'a> {
-        Recorder { store, run, graph, plan, inner, warned: AtomicBool::new(false), pending: Mutex::new(Vec::new()) }
+    /// Record run `run` of `graph`; the nodes to build are entered as `queued`, with their
+    /// expected time and phase, when the executor says which they are.
+    pub fn new(store: &'a Store, run: RunId, graph: &'a Graph, plan: &'a Plan, expected_ms: &'a [u64], inner: &'a dyn Observer) -> Recorder<'a> {
+        Recorder { store, run, graph, plan, expected_ms, inner, warned: AtomicBool::new(false), pending: Mutex::new(Vec::new()) }
     }
 
     /// Record `row` with everything pending now (`urgent`: a build started or ended), or
@@ -53,6 +55,25 @@ impl<'a> Recorder<'a> {
         self.write(&rows);
     }
 
+    /// Node `id`'s row, with what the run knows of it before it runs.
+    fn row(&self, id: NodeId, result: &str) -> RunNode {
+        let recipe = &self.graph.nodes[id].recipe;
+        RunNode {
+            name: recipe.name.clone(),
+            drv_hash: self.plan.drv_hashes[id],
+            result: result.to_string(),
+            started_ms: None,
+            finished_ms: None,
+            worker: None,
+            peak_memory: None,
+            out_hash: None,
+            out_size: None,
+            error: None,
+            expected_ms: self.expected_ms.get(id).copied(),
+            phase: Some(recipe.phase()),
+        }
+    }
+
     fn write(&self, rows: &[RunNode]) {
         if let Err(e) = self.store.record_run_nodes(self.run, rows) {
             // Recording is for observability: a failure to write it never fails the build.
@@ -63,54 +84,33 @@ impl<'a> Recorder<'a> {
     }
 }
 
-fn node(name: &str, drv: &crate::hash::Digest) -> RunNode {
-    RunNode {
-        name: name.to_string(),
-        drv_hash: *drv,
-        result: String::new(),
-        started_ms: None,
-        finished_ms: None,
-        worker: None,
-        peak_memory: None,
-        out_hash: None,
-        out_size: None,
-        error: None,
-    }
-}
-
 impl Observer for Recorder<'_> {
     fn event(&self, event: Event<'_>) {
         match &event {
             Event::Planned { to_build } => {
-                let (graph, plan) = (self.graph, self.plan);
-                let queued: Vec<RunNode> =
-                    to_build.iter().map(|&id| RunNode { result: "queued".into(), ..node(&graph.nodes[id].recipe.name, &plan.drv_hashes[id]) }).collect();
+                let queued: Vec<RunNode> = to_build.iter().map(|&id| self.row(id, "queued")).collect();
                 self.write(&queued);
             }
-            Event::Started { name, drv, worker, .. } => {
-                self.record(RunNode { result: "running".into(), started_ms: Some(now_ms()), worker: Some(*worker as u64), ..node(name, drv) }, true);
+            Event::Started { node, worker, .. } => {
+                self.record(RunNode { started_ms: Some(now_ms()), worker: Some(*worker as u64), ..self.row(*node, "running") }, true);
             }
-            Event::Finished { name, drv, result, .. } => {
+            Event::Finished { node, result, .. } => {
                 let now = now_ms();
                 let recorded = match result {
                     NodeResult::Done { out, how, duration, peak_memory } => RunNode {
-                        result: how.as_str().into(),
                         started_ms: Some(now - duration.as_millis() as i64),
                         finished_ms: Some(now),
                         peak_memory: *peak_memory,
                         out_hash: Some(*out),
-                        ..node(name, drv)
+                        ..self.row(*node, how.as_str())
                     },
                     NodeResult::Failed { error, category, .. } => RunNode {
-                        result: "failed".into(),
                         finished_ms: Some(now),
                         error: Some(format!("{}: {error}", category.as_str())),
-                        ..node(name, drv)
+                        ..self.row(*node, "failed")
                     },
-                    NodeResult::Skipped { reason } => {
-                        RunNode { result: "skipped".into(), error: Some(reason.clone()), ..node(name, drv) }
-                    }
-                    NodeResult::NotNeeded => RunNode { result: "not-needed".into(), ..node(name, drv) },
+                    NodeResult::Skipped { reason } => RunNode { error: Some(reason.clone()), ..self.row(*node, "skipped") },
+                    NodeResult::NotNeeded => self.row(*node, "not-needed"),
                 };
                 let ran = matches!(result, NodeResult::Done { how: Realised::Built, .. } | NodeResult::Failed { .. });
                 self.record(recorded, ran);

@@ -40,9 +40,34 @@ pub struct BuildStatus {
     pub error_rate: f64,
     /// Mean wall time of the packages built in this run.
     pub average_package_seconds: Option<f64>,
-    /// Expected end, Unix ms: the remaining expected work (each queued or running package's
-    /// median recorded build time) spread over the run's jobs.
+    /// Expected end, Unix ms: the remaining expected work (what the run expected of each
+    /// queued or running package when it planned it: its median recorded build time, else its
+    /// recipe's SBU hint times this machine's SBU) spread over the run's jobs.
     pub estimated_completion_ms: Option<i64>,
+    /// That remaining work in SBU (when this store has built the SBU reference package).
+    pub remaining_sbu: Option<f64>,
+    /// 1 SBU on this machine: the reference package's median build time, seconds.
+    pub sbu_seconds: Option<f64>,
+    /// The phase of the packages running now (else of the next to run): the directory of
+    /// their recipes, e.g. `ch6`.
+    pub current_phase: Option<String>,
+    /// Every phase of the run, in the order it started.
+    pub phases: Vec<PhaseStatus>,
+}
+
+/// One phase of a run (the recipes of one directory: a chapter of the LFS book).
+#[derive(Debug, Serialize)]
+pub struct PhaseStatus {
+    pub name: String,
+    /// Packages of this phase the run has to build (not in the store when it started).
+    pub to_build: u64,
+    /// Of those, finished: built, failed or skipped.
+    pub finished: u64,
+    pub failed: u64,
+    /// Packages of this phase found in the store (cached, substituted, not needed) so far.
+    pub in_store: u64,
+    /// Expected work left in this phase, seconds of one job.
+    pub remaining_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,7 +84,8 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> CliResult {
         None => Failure::usage("no build has run in this store yet"),
     })?;
     let nodes = store.run_nodes(run.id)?;
-    let status = build_status(&store, &run, &nodes)?;
+    let sbu_unit = store.median_build_time(global.config()?.sbu_reference())?.filter(|&u| u > 0);
+    let status = build_status(&store, &run, &nodes, sbu_unit)?;
     if args.json {
         emit_json(serde_json::to_value(&status).expect("status serializes"));
         return Ok(EXIT_OK);
@@ -72,13 +98,47 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> CliResult {
     if let Some(avg) = status.average_package_seconds {
         println!("average build {avg:.1}s");
     }
+    if status.phases.len() > 1 || status.phases.iter().any(|p| !p.name.is_empty()) {
+        for p in &status.phases {
+            let mark = if status.current_phase.as_deref() == Some(p.name.as_str()) { "*" } else { " " };
+            let mut line = match p.to_build {
+                0 => format!("{mark} {:<12} nothing to build", p.name),
+                n => format!("{mark} {:<12} {:>3}/{:<3} built", p.name, p.finished - p.failed, n),
+            };
+            if p.failed > 0 {
+                line += &format!(", {} failed", p.failed);
+            }
+            if p.in_store > 0 {
+                line += &format!(", {} in the store", p.in_store);
+            }
+            if p.finished < p.to_build && p.remaining_seconds > 0.0 {
+                line += &format!(", about {} of work left", duration(p.remaining_seconds));
+            }
+            println!("{line}");
+        }
+    }
     for c in &status.current_packages {
-        println!("  running {} for {:.0}s (worker {})", c.name, c.elapsed_seconds, c.worker.unwrap_or(0));
+        println!("  running {} for {} (worker {})", c.name, duration(c.elapsed_seconds), c.worker.unwrap_or(0));
     }
     if let Some(eta) = status.estimated_completion_ms.filter(|_| status.status == "RUNNING") {
-        println!("estimated completion in {:.0}s", ((eta - now_ms()).max(0) as f64) / 1000.0);
+        let left = ((eta - now_ms()).max(0) as f64) / 1000.0;
+        let sbu = match (status.remaining_sbu, status.sbu_seconds) {
+            (Some(r), Some(unit)) => format!(" ({r:.1} SBU left, 1 SBU = {} here)", duration(unit)),
+            _ => String::new(),
+        };
+        println!("estimated completion in {}{sbu}", duration(left));
     }
     Ok(EXIT_OK)
+}
+
+/// 42s, 12min 5s, 3h 20min.
+fn duration(secs: f64) -> String {
+    let secs = secs.max(0.0).round() as u64;
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}min {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}min", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 fn ago(ms: i64) -> String {
@@ -90,7 +150,8 @@ fn ago(ms: i64) -> String {
     }
 }
 
-pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode]) -> Result<BuildStatus, Failure> {
+/// `sbu_unit`: 1 SBU here in milliseconds, when known.
+pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode], sbu_unit: Option<u64>) -> Result<BuildStatus, Failure> {
     let finished = |n: &&RunNode| !matches!(n.result.as_str(), "queued" | "running");
     let done: Vec<&RunNode> = nodes.iter().filter(finished).collect();
     let failed = done.iter().filter(|n| matches!(n.result.as_str(), "failed" | "skipped")).count();
@@ -112,14 +173,22 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode]) -> Result<Build
     let running: Vec<&RunNode> = nodes.iter().filter(|n| n.result == "running").collect();
     let built: Vec<i64> = nodes.iter().filter(|n| n.result == "built").filter_map(RunNode::duration_ms).collect();
     let average = (!built.is_empty()).then(|| built.iter().sum::<i64>() as f64 / built.len() as f64 / 1000.0);
-    // Remaining work: queued packages' expected times, plus what running ones have left.
+    // Remaining work: queued packages' expected times, plus what running ones have left. A
+    // run recorded before expected times were (schema 6) falls back to the recorded medians.
     let recorded = store.median_build_times()?;
     let fallback = average.map(|a| (a * 1000.0) as u64).unwrap_or(0);
-    let work = nodes.iter().filter(|n| matches!(n.result.as_str(), "queued" | "running")).map(|n| {
-        let expected = recorded.get(&n.name).copied().unwrap_or(fallback);
+    let left = |n: &RunNode| -> (u64, u64) {
+        if !matches!(n.result.as_str(), "queued" | "running") {
+            return (0, 0);
+        }
+        let expected = n.expected_ms.or_else(|| recorded.get(&n.name).copied()).unwrap_or(fallback);
         (expected, n.started_ms.map(|s| (now - s).max(0) as u64).unwrap_or(0))
-    });
-    let estimate = (run.status == "running").then(|| now + super::progress::remaining_ms(work, run.jobs) as i64);
+    };
+    let remaining = super::progress::remaining_ms(nodes.iter().map(left), run.jobs);
+    let estimate = (run.status == "running").then(|| now + remaining as i64);
+    let remaining_one_job = super::progress::remaining_ms(nodes.iter().map(left), 1);
+    let phases = phases_of(nodes, &left);
+    let current_phase = running.first().copied().or_else(|| nodes.iter().find(|n| n.result == "queued")).and_then(|n| n.phase.clone());
     let completed = done.len() as u64;
     Ok(BuildStatus {
         build_id: run.id,
@@ -138,7 +207,38 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode]) -> Result<Build
         error_rate: if completed == 0 { 0.0 } else { failed as f64 / completed as f64 },
         average_package_seconds: average,
         estimated_completion_ms: estimate,
+        remaining_sbu: sbu_unit.map(|unit| remaining_one_job as f64 / unit as f64),
+        sbu_seconds: sbu_unit.map(|unit| unit as f64 / 1000.0),
+        current_phase,
+        phases,
     })
+}
+
+/// The run's nodes grouped by phase, phases in the order their first node started (those
+/// with no started node last, by name). `left`: a node's (expected, elapsed) milliseconds.
+fn phases_of(nodes: &[RunNode], left: &dyn Fn(&RunNode) -> (u64, u64)) -> Vec<PhaseStatus> {
+    let mut order: Vec<(Option<i64>, String)> = Vec::new();
+    let mut by_name: std::collections::HashMap<String, PhaseStatus> = Default::default();
+    for n in nodes {
+        let name = n.phase.clone().unwrap_or_default();
+        let p = by_name.entry(name.clone()).or_insert_with(|| {
+            order.push((None, name.clone()));
+            PhaseStatus { name: name.clone(), to_build: 0, finished: 0, failed: 0, in_store: 0, remaining_seconds: 0.0 }
+        });
+        match n.result.as_str() {
+            "queued" | "running" => p.to_build += 1,
+            "built" => (p.to_build, p.finished) = (p.to_build + 1, p.finished + 1),
+            "failed" | "skipped" | "interrupted" => (p.to_build, p.finished, p.failed) = (p.to_build + 1, p.finished + 1, p.failed + 1),
+            _ => p.in_store += 1,
+        }
+        p.remaining_seconds += super::progress::remaining_ms([left(n)], 1) as f64 / 1000.0;
+        if let Some(started) = n.started_ms {
+            let slot = order.iter_mut().find(|(_, o)| *o == name).expect("entered above");
+            slot.0 = Some(slot.0.map_or(started, |s| s.min(started)));
+        }
+    }
+    order.sort_by(|a, b| (a.0.is_none(), a.0, &a.1).cmp(&(b.0.is_none(), b.0, &b.1)));
+    order.into_iter().filter_map(|(_, name)| by_name.remove(&name)).collect()
 }
 
 /// `Some(stopped)` for a live process, `None` for one that is gone.

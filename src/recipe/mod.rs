@@ -104,6 +104,15 @@ pub struct Recipe {
     pub requirements: Requirements,
 }
 
+impl Recipe {
+    /// The phase of a long build this package belongs to: the name of the directory its
+    /// recipe file is in (`ch6` for recipes/packages/ch6/ncurses.toml), as `forge status`
+    /// groups a run's progress (docs/observability.md).
+    pub fn phase(&self) -> String {
+        self.file.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
 /// A dependency written by name, with the place it was written (for errors).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DepRef {

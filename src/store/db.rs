@@ -121,6 +121,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP TABLE run_nodes;
     ALTER TABLE run_nodes_v5 RENAME TO run_nodes;
     CREATE INDEX run_nodes_by_name ON run_nodes (name, run_id);",
+    // 6: what `forge status` needs for a long run (docs/observability.md): each queued node's
+    // expected build time when the run planned it (recorded median, else its recipe's SBU
+    // hint times this machine's SBU) and its phase (the directory of its recipe, e.g. `ch6`).
+    "ALTER TABLE run_nodes ADD COLUMN expected_ms INTEGER;
+    ALTER TABLE run_nodes ADD COLUMN phase TEXT;",
 ];
 
 /// Concurrent forge processes wait this long for each other's write transactions.

@@ -47,6 +47,10 @@ pub struct RunNode {
     /// Bytes of regular files in the output.
     pub out_size: Option<u64>,
     pub error: Option<String>,
+    /// What the run expected it to take, when it planned it (milliseconds).
+    pub expected_ms: Option<u64>,
+    /// The directory its recipe is in (`ch6`, `stages`, ...): the chapter of a long run.
+    pub phase: Option<String>,
 }
 
 impl RunNode {
@@ -59,7 +63,9 @@ impl RunNode {
 const RUN_COLUMNS: &str = "id, started_ms, finished_ms, targets, total, jobs, pid, host, status";
 /// Of `run_nodes n`.
 const NODE_COLUMNS: &str =
-    "n.name, n.drv_hash, n.result, n.started_ms, n.finished_ms, n.worker, n.peak_memory, n.out_hash, n.out_size, n.error";
+    "n.name, n.drv_hash, n.result, n.started_ms, n.finished_ms, n.worker, n.peak_memory, n.out_hash, n.out_size, n.error, n.expected_ms, n.phase";
+/// How many columns NODE_COLUMNS has (a query may add a run's id and start after them).
+const NODE_COLUMN_COUNT: usize = 12;
 
 fn run_row(r: &Row) -> rusqlite::Result<Run> {
     Ok(Run {
@@ -75,10 +81,34 @@ fn run_row(r: &Row) -> rusqlite::Result<Run> {
     })
 }
 
-type RawNode = (String, String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<i64>, Option<String>);
+/// A row of NODE_COLUMNS with its hashes still in hex (parsed, with a store error naming
+/// the column, outside the query).
+struct RawNode {
+    node: RunNode,
+    drv_hex: String,
+    out_hex: Option<String>,
+}
 
 fn node_row(r: &Row) -> rusqlite::Result<RawNode> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+    let unsigned = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    Ok(RawNode {
+        node: RunNode {
+            name: r.get(0)?,
+            drv_hash: Digest([0; 32]),
+            result: r.get(2)?,
+            started_ms: r.get(3)?,
+            finished_ms: r.get(4)?,
+            worker: unsigned(r.get(5)?),
+            peak_memory: unsigned(r.get(6)?),
+            out_hash: None,
+            out_size: unsigned(r.get(8)?),
+            error: r.get(9)?,
+            expected_ms: unsigned(r.get(10)?),
+            phase: r.get(11)?,
+        },
+        drv_hex: r.get(1)?,
+        out_hex: r.get(7)?,
+    })
 }
 
 fn median(mut times: Vec<i64>) -> Option<u64> {
@@ -112,9 +142,10 @@ impl Store {
         }
         self.db.write("record a run's nodes", |tx| {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO run_nodes (run_id, name, drv_hash, result, started_ms, finished_ms, worker, peak_memory, out_hash, out_size, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT size FROM objects WHERE out_hash = ?9), ?10)
+                "INSERT INTO run_nodes (run_id, name, drv_hash, result, started_ms, finished_ms, worker, peak_memory, out_hash, out_size, error, expected_ms, phase)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT size FROM objects WHERE out_hash = ?9), ?10, ?11, ?12)
                  ON CONFLICT (run_id, name) DO UPDATE SET result = excluded.result,
+                   expected_ms = COALESCE(excluded.expected_ms, run_nodes.expected_ms), phase = COALESCE(excluded.phase, run_nodes.phase),
                    started_ms = COALESCE(run_nodes.started_ms, excluded.started_ms), finished_ms = excluded.finished_ms,
                    worker = COALESCE(excluded.worker, run_nodes.worker), peak_memory = excluded.peak_memory,
                    out_hash = excluded.out_hash, out_size = excluded.out_size, error = excluded.error",
@@ -130,7 +161,9 @@ impl Store {
                     node.worker.map(|w| w as i64),
                     node.peak_memory.map(|m| m as i64),
                     node.out_hash.map(|o| o.to_hex()),
-                    node.error
+                    node.error,
+                    node.expected_ms.map(|e| e as i64),
+                    node.phase
                 ])?;
             }
             Ok(())
@@ -211,32 +244,19 @@ impl Store {
     fn query_nodes(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(RunId, i64, RunNode)>, StoreError> {
         let rows: Vec<(RawNode, RunId, i64)> = self.db.read("read run nodes", |c| {
             let mut stmt = c.prepare_cached(sql)?;
-            let extra = stmt.column_count() > 10;
+            let extra = stmt.column_count() > NODE_COLUMN_COUNT;
             let rows = stmt.query_map(args, |r| {
-                let (id, start) = if extra { (r.get(10)?, r.get(11)?) } else { (0, 0) };
+                let (id, start) = if extra { (r.get(NODE_COLUMN_COUNT)?, r.get(NODE_COLUMN_COUNT + 1)?) } else { (0, 0) };
                 Ok((node_row(r)?, id, start))
             })?;
             rows.collect()
         })?;
         rows.into_iter()
-            .map(|((name, drv, result, started_ms, finished_ms, worker, peak, out, size, error), run_id, run_start)| {
-                let out_hash = out.map(|o| self.db.digest(&o, "out_hash")).transpose()?;
-                Ok((
-                    run_id,
-                    run_start,
-                    RunNode {
-                        name,
-                        drv_hash: self.db.digest(&drv, "drv_hash")?,
-                        result,
-                        started_ms,
-                        finished_ms,
-                        worker: worker.map(|w| w as u64),
-                        peak_memory: peak.map(|p| p as u64),
-                        out_hash,
-                        out_size: size.map(|s| s as u64),
-                        error,
-                    },
-                ))
+            .map(|(raw, run_id, run_start)| {
+                let RawNode { mut node, drv_hex, out_hex } = raw;
+                node.drv_hash = self.db.digest(&drv_hex, "drv_hash")?;
+                node.out_hash = out_hex.map(|o| self.db.digest(&o, "out_hash")).transpose()?;
+                Ok((run_id, run_start, node))
             })
             .collect()
     }
