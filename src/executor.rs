@@ -721,7 +721,8 @@ pub(crate) fn run_in_scratch(
                 timeout: recipe.requirements.timeout.map(Duration::from_secs),
                 log: log.to_path_buf(),
                 build_dir: variation.build_dir.clone(),
-                limits: limits_of(&recipe.requirements, opts),
+                limits: limits_of(&recipe.requirements, opts.max_silent),
+                attach: None,
             };
             let outcome = sandbox::run(&spec)?;
             if outcome.exit != Exit::Success {
@@ -763,7 +764,7 @@ fn failure_of(recipe: &Recipe, exit: Exit) -> BuildFailure {
 
 /// The sandbox limits of a build: the recipe's `[requirements]`, else the run's
 /// `--max-silent-time` (silence only), else forge's defaults (docs/sandbox.md, "Limits").
-fn limits_of(requirements: &crate::recipe::Requirements, opts: &Options) -> sandbox::Limits {
+pub(crate) fn limits_of(requirements: &crate::recipe::Requirements, max_silent: Option<Duration>) -> sandbox::Limits {
     let defaults = sandbox::Limits::default();
     sandbox::Limits {
         memory: requirements.memory.unwrap_or(defaults.memory),
@@ -773,7 +774,7 @@ fn limits_of(requirements: &crate::recipe::Requirements, opts: &Options) -> sand
         max_silent: match requirements.max_silent_time {
             Some(0) => None,
             Some(seconds) => Some(Duration::from_secs(seconds)),
-            None => opts.max_silent,
+            None => max_silent,
         },
     }
 }
@@ -847,7 +848,7 @@ fn mount_of(path: &Path) -> Option<(PathBuf, String)> {
 }
 
 /// Make every source present and verified, and place it in `dest` under its filename.
-fn stage_sources(
+pub(crate) fn stage_sources(
     store: &Store,
     recipe: &Recipe,
     drv: &Derivation,

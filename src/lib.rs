@@ -38,6 +38,7 @@ pub mod import;
 pub mod store;
 pub mod sandbox;
 pub mod executor;
+pub mod shell;
 pub mod check;
 pub mod diff;
 pub mod audit;

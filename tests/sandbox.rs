@@ -60,6 +60,7 @@ impl Fixture {
             log: self.tmp.path().join(format!("log-{n}")),
             build_dir: None,
             limits: sandbox::Limits::default(),
+            attach: None,
         }
     }
 

@@ -20,6 +20,7 @@ mod push;
 mod record;
 mod report;
 mod serve;
+mod shell;
 mod show;
 mod source;
 mod status;
@@ -77,6 +78,8 @@ enum Command {
     Show(show::ShowArgs),
     /// Print the build log of a package's latest build
     Log(log::LogArgs),
+    /// A shell (or a command) in a package's build sandbox, or in its kept failed build
+    Shell(shell::ShellArgs),
     /// Re-hash every store object and report any whose content changed
     Verify(verify::VerifyArgs),
     /// Delete store objects that no root keeps (roots: the latest result of each built set)
@@ -134,6 +137,7 @@ pub fn run() -> i32 {
         Command::Build(args) => build::run(&cli.global, args),
         Command::Show(args) => show::run(&cli.global, args),
         Command::Log(args) => log::run(&cli.global, args),
+        Command::Shell(args) => shell::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
         Command::Fetch(args) => fetch::run(&cli.global, args),

@@ -399,8 +399,12 @@ fn read_exec_failure(pipe: OwnedFd) -> Option<SetupFailure> {
 
 /// In the forked build process: final isolation steps, then exec.
 fn become_build(spec: &HelperSpec, command: &Command, exec_pipe: &OwnedFd, nested: NestedHandshake) -> SetupFailure {
-    if let Err(e) = nix::unistd::setsid() {
-        return SetupFailure::from_errno("starting a new session for the build", e);
+    // A build gets a session of its own (no terminal); `forge shell` keeps the caller's, so
+    // that the shell can take the terminal's foreground for job control.
+    if !spec.interactive {
+        if let Err(e) = nix::unistd::setsid() {
+            return SetupFailure::from_errno("starting a new session for the build", e);
+        }
     }
     // Undo pid 1's setting inherited through fork: a non-dumpable process's /proc/self
     // files belong to the host's root, so pid 1 could not write the id maps of the nested

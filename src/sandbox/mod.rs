@@ -108,6 +108,27 @@ pub struct SandboxSpec {
     pub build_dir: Option<String>,
     /// Memory, processes, disk, `/tmp` size and silence (docs/sandbox.md, "Limits").
     pub limits: Limits,
+    /// `forge shell`: run `argv` on this process's terminal instead of into the log.
+    pub attach: Option<Attach>,
+}
+
+/// An interactive session in a build's sandbox (`forge shell`): `argv` gets this process's
+/// stdin, stdout and stderr (the log is not written), stays in its session so that a shell
+/// has job control, and forge ignores the terminal's signals (Ctrl-C is the shell's) until
+/// it ends. No timeout and no silence limit apply.
+#[derive(Debug, Clone, Default)]
+pub struct Attach {
+    /// Start in a kept failed build (`forge build --keep-failed`): these directories become
+    /// `/build` and `$FORGE_OUT` for the session and are put back afterwards, with what the
+    /// session changed in them.
+    pub resume: Option<Kept>,
+}
+
+/// A failed build's kept `/build` and `$FORGE_OUT` on the host.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub build: PathBuf,
+    pub out: PathBuf,
 }
 
 /// How the build process ended.
@@ -193,6 +214,7 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
     let ids = BuildIds::for_this_process()?;
     ids.hand_over(&dirs)?;
     let enforcer = Enforcer::create(&spec.limits, &cgroup_name());
+    let attached = spec.attach.is_some();
     let helper_spec = HelperSpec {
         parent_pid: std::process::id(),
         root: dirs.root.clone(),
@@ -207,12 +229,31 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
         host_ids: ids.host_ids(),
         tmp_bytes: spec.limits.tmp,
         rlimits: enforcer.rlimits(&spec.limits),
+        interactive: attached,
     };
-    let log = open_log(&spec.log)?;
-    let activity = Activity::new();
-    let watch = Watch::new(&spec.limits, &enforcer, vec![dirs.build.clone(), dirs.out.clone()], Some(activity.clone()));
-    let helper_result = invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some((log, activity)), Some(watch), &enforcer);
+    let resume = spec.attach.as_ref().and_then(|a| a.resume.as_ref());
+    let helper_result = match &spec.attach {
+        None => {
+            let log = open_log(&spec.log)?;
+            let activity = Activity::new();
+            let watch = Watch::new(&spec.limits, &enforcer, vec![dirs.build.clone(), dirs.out.clone()], Some(activity.clone()));
+            invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, Some((log, activity)), Some(watch), &enforcer)
+        }
+        Some(_) => {
+            if let Some(kept) = resume {
+                adopt(kept, &dirs, &ids)?;
+            }
+            // No activity to watch: silence is no limit here.
+            let watch = Watch::new(&spec.limits, &enforcer, vec![dirs.build.clone(), dirs.out.clone()], None);
+            let _quiet = sys::TerminalSignalsIgnored::now();
+            invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, None, Some(watch), &enforcer)
+        }
+    };
     ids.take_back(&dirs.out)?;
+    if let Some(kept) = resume {
+        ids.take_back(&dirs.build)?;
+        give_back(kept, &dirs)?;
+    }
     let ended = helper_result?;
     let exit = match (ended.report, ended.breach) {
         (HelperReport::Failed(failure), None) => return Err(failure_to_error(failure)),
@@ -271,6 +312,7 @@ pub fn probe(helper_exe: &Path) -> Result<(), SandboxError> {
         host_ids: ids.host_ids(),
         tmp_bytes: limits::DEFAULT_TMP,
         rlimits: limits::Rlimits::default(),
+        interactive: false,
     };
     let no_limits = Enforcer::none();
     match invoke_helper(helper_exe, &dirs.spec_file, &helper_spec, None, None, &no_limits)?.report {
@@ -373,6 +415,32 @@ impl BuildIds {
     }
 }
 
+/// Move a kept failed build's directories in as the sandbox's `/build` and `$FORGE_OUT`,
+/// owned by the ids the build runs as (as they were when it failed, whichever block of ids
+/// that build had).
+fn adopt(kept: &Kept, dirs: &ScratchDirs, ids: &BuildIds) -> Result<(), SandboxError> {
+    for (from, to) in [(&kept.build, &dirs.build), (&kept.out, &dirs.out)] {
+        fs::remove_dir(to).map_err(SandboxError::io("remove", to))?;
+        if from.symlink_metadata().is_ok() {
+            fs::rename(from, to).map_err(SandboxError::io("move the kept build directory", from))?;
+        } else {
+            fs::create_dir(to).map_err(SandboxError::io("create", to))?;
+        }
+        if let BuildIds::Block(block) = ids {
+            crate::fswalk::chown_tree(to, block.base, block.base).map_err(SandboxError::io("hand over to the build's ids", to))?;
+        }
+    }
+    Ok(())
+}
+
+/// Put a kept build's directories back where `forge build --keep-failed` left them.
+fn give_back(kept: &Kept, dirs: &ScratchDirs) -> Result<(), SandboxError> {
+    for (from, to) in [(&dirs.build, &kept.build), (&dirs.out, &kept.out)] {
+        fs::rename(from, to).map_err(SandboxError::io("move back the kept build directory", to))?;
+    }
+    Ok(())
+}
+
 /// The directories and files `run` creates inside the scratch dir.
 struct ScratchDirs {
     root: PathBuf,
@@ -452,12 +520,14 @@ fn invoke_helper(
             let pump = logpump::LogPump::start(File::from(output_read), file, activity).map_err(SandboxError::io("start the log writer for", spec_file))?;
             (Stdio::from(output_write), Stdio::from(copy), Some(pump))
         }
+        None if spec.interactive => (Stdio::inherit(), Stdio::inherit(), None),
         None => (Stdio::null(), Stdio::null(), None),
     };
     let report_fd = report_write.as_raw_fd();
     let cgroup_procs = enforcer.join_files();
     let mut command = Command::new(exe);
-    command.arg(HELPER_ARG).arg(spec_file).env_clear().stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    let stdin = if spec.interactive { Stdio::inherit() } else { Stdio::null() };
+    command.arg(HELPER_ARG).arg(spec_file).env_clear().stdin(stdin).stdout(stdout).stderr(stderr);
     // SAFETY: between fork and exec only dup2, open, write and close run, which are
     // async-signal-safe, on memory allocated before the fork. dup2 clears close-on-exec on
     // the new descriptor, so exactly this one pipe end reaches the helper. Writing "0" to a
@@ -628,6 +698,7 @@ mod tests {
             log: dir.join("log"),
             build_dir: None,
             limits: Limits::default(),
+            attach: None,
         }
     }
 

@@ -33,6 +33,8 @@ pub(crate) struct HelperSpec {
     pub tmp_bytes: u64,
     /// Limits the build process sets on itself (those no cgroup holds).
     pub rlimits: super::limits::Rlimits,
+    /// `forge shell`: the build process keeps the caller's session (and terminal).
+    pub interactive: bool,
 }
 
 /// A block of host uids and gids, `base .. base + count`, owned by one build.

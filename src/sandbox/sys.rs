@@ -145,6 +145,45 @@ pub(crate) fn carry_nice_into_autogroup() {
     }
 }
 
+/// While an interactive session (`forge shell`) has the terminal: this process and the
+/// helpers it starts ignore the signals the terminal sends (the session's foreground job
+/// gets them; the build process resets them to their defaults). On drop: the previous
+/// dispositions again, and this process's group back in the terminal's foreground, in case
+/// the session's shell ended without giving it back.
+pub(crate) struct TerminalSignalsIgnored {
+    previous: Vec<(libc::c_int, libc::sighandler_t)>,
+    /// This process's group had the terminal's foreground when the session started.
+    foreground: bool,
+}
+
+impl TerminalSignalsIgnored {
+    const SIGNALS: [libc::c_int; 5] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+    pub(crate) fn now() -> TerminalSignalsIgnored {
+        // SAFETY: setting a signal to SIG_IGN installs no handler code.
+        let previous = Self::SIGNALS.iter().map(|&s| (s, unsafe { libc::signal(s, libc::SIG_IGN) })).collect();
+        // SAFETY: isatty and tcgetpgrp only read the terminal's state.
+        let foreground = unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() };
+        TerminalSignalsIgnored { previous, foreground }
+    }
+}
+
+impl Drop for TerminalSignalsIgnored {
+    fn drop(&mut self) {
+        // SAFETY: tcsetpgrp on fd 0 only changes the terminal's foreground group (SIGTTOU
+        // is still ignored here, so a background caller is not stopped); restoring the
+        // dispositions read above reinstalls what was there.
+        unsafe {
+            if self.foreground {
+                libc::tcsetpgrp(0, libc::getpgrp());
+            }
+            for &(signal, handler) in &self.previous {
+                libc::signal(signal, handler);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

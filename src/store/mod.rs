@@ -353,7 +353,7 @@ impl Store {
     pub fn keep_failed(&self, name: &str, drv: &crate::hash::Digest, build: &Path, out: &Path) -> Result<PathBuf, StoreError> {
         let failed = self.dir.join(layout::FAILED);
         std::fs::create_dir_all(&failed).map_err(StoreError::io("create", &failed))?;
-        let kept = failed.join(format!("{}-{}", layout::sanitize(name), drv.short()));
+        let kept = self.kept_failed_path(name, drv);
         layout::remove_tree(&kept)?;
         std::fs::create_dir(&kept).map_err(StoreError::io("create", &kept))?;
         for (from, to) in [(build, "build"), (out, "out")] {
@@ -363,6 +363,24 @@ impl Store {
             }
         }
         Ok(kept)
+    }
+
+    /// Where [`Store::keep_failed`] keeps a failed build of `name` at derivation `drv`.
+    pub fn kept_failed_path(&self, name: &str, drv: &crate::hash::Digest) -> PathBuf {
+        self.dir.join(layout::FAILED).join(format!("{}-{}", layout::sanitize(name), drv.short()))
+    }
+
+    /// Every kept failed build of `name` (any derivation), newest first.
+    pub fn kept_failed_of(&self, name: &str) -> Vec<PathBuf> {
+        let prefix = format!("{}-", layout::sanitize(name));
+        let Ok(entries) = std::fs::read_dir(self.dir.join(layout::FAILED)) else { return Vec::new() };
+        let mut kept: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_str().and_then(|n| n.strip_prefix(&prefix)).is_some_and(|rest| rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_hexdigit())))
+            .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), e.path()))
+            .collect();
+        kept.sort_by_key(|k| std::cmp::Reverse(k.0));
+        kept.into_iter().map(|(_, p)| p).collect()
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
