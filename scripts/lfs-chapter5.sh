@@ -7,6 +7,7 @@
 #   FORGE_STORE=/var/tmp/lfs-a scripts/lfs-chapter5.sh [PKG|ch5|ch6...]
 #   default: ch5 = binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx
 #   ch6 = the chapter-6 tools (make only with the trixie overlay book.toml: docs/lfs.md)
+#   ch7 = the chroot stage and its tools (book.toml only; sources: docs/lfs.md)
 #
 # Fetch the sources first (needs root for apt):
 #   scripts/debian-sources.sh binutils gcc-12 gmp mpfr4 mpclib3 glibc linux=6.1.176-1
@@ -29,11 +30,12 @@ export FORGE_STORE
 [ $# -gt 0 ] || set -- ch5
 ch5="binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx"
 ch6="m4 ncurses bash coreutils diffutils file findutils gawk grep gzip make patch sed tar xz binutils-pass2 gcc-pass2"
+ch7="lfs-chroot-tools gettext bison perl python texinfo util-linux lfs-chroot"
 
 "$forge" source add "$repo/sources/debian" | tail -n 1
 packages=
 for arg in "$@"; do
-    case $arg in ch5) list=$ch5 ;; ch6) list=$ch6 ;; *) list=$arg ;; esac
+    case $arg in ch5) list=$ch5 ;; ch6) list=$ch6 ;; ch7) list=$ch7 ;; *) list=$arg ;; esac
     for pkg in $list; do packages="$packages -p $pkg"; done
 done
 start=$(date +%s)
@@ -41,4 +43,4 @@ start=$(date +%s)
 "$forge" build "$repo/recipes/toolchain.toml" --overlay "$overlay" -j 1 --keep-going --keep-failed $packages
 echo "wall time: $(( $(date +%s) - start )) s" >&2
 "$forge" show "$repo/recipes/toolchain.toml" --overlay "$overlay" 2>/dev/null \
-    | grep -E "^(lfs-host|lfs-layout|lfs-sysroot|$(echo "$ch5 $ch6" | tr ' ' '|')) "
+    | grep -E "^(lfs-host|lfs-layout|lfs-sysroot|$(echo "$ch5 $ch6 $ch7" | tr ' ' '|')) "
