@@ -88,8 +88,16 @@ for suite in $suites; do
     [ -f "$file" ] && continue
     [ -n "$own" ] || { echo "$0: cannot tell this machine's release (/etc/os-release) to derive $suite from" >&2; exit 1; }
     # Only Debian's own mirrors (not third-party repositories), with the release renamed.
+    # sid (unstable) has no -updates and no -security suites.
     derive_deb_src | awk -v own="$own" -v new="$suite" 'BEGIN { RS = ""; ORS = "\n\n" }
-        /(^|\n)Suites:/ && /debian/ { gsub(own, new); print }' | write_sources "$file"
+        /(^|\n)Suites:/ && /debian/ {
+            gsub(own, new)
+            if (new == "sid" || new == "unstable") {
+                if ($0 ~ new "-security") next
+                gsub(" " new "-updates", "")
+            }
+            print
+        }' | write_sources "$file"
 done
 
 apt-get update -qq

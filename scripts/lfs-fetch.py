@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Fetch every Debian orig tarball the LFS build at the book's versions uses (docs/lfs.md).
+
+Reads the survey ../shared/data/lfs-12.3-debian-sources.tsv: for each package the Debian
+source package and version to take (the row's own, or the "usable here" fallback where the
+mirror does not serve it), and the suite that has it. Calls scripts/debian-sources.sh
+--orig-only once per suite, which verifies each file against the signed Sources index.
+Files already in sources/debian/ are skipped. Rows with no usable source (category D) are
+listed, not fetched: docs/lfs.md says what replaces each.
+
+usage: scripts/lfs-fetch.py [--tsv FILE] [--dry-run] [PACKAGE...]
+"""
+import argparse, os, re, subprocess, sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+repo = os.path.dirname(here)
+
+def choice(row):
+    """(suite, source package, version, orig file) to fetch, or None."""
+    if "usable here: nothing" in row["here_if_different"]:
+        return None
+    fallback = re.search(r"usable here: (\S+) (\S+) \((\S+)\)", row["here_if_different"])
+    if fallback:
+        pkg, version, suite = fallback.groups()
+        return suite, pkg, version, None
+    if row["debian_src"] in ("", "-"):
+        return None
+    suites = row["suite"].split(",")
+    suite = next((s for s in ("trixie", "trixie-security") if s in suites), None)
+    if suite is None:
+        suite = next((s for s in suites if s.startswith("bookworm")), suites[0])
+    return suite, row["debian_src"], row["debian_version"], row["orig_file"]
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tsv", default=os.path.join(repo, "../shared/data/lfs-12.3-debian-sources.tsv"))
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("packages", nargs="*")
+    a = ap.parse_args()
+    rows = []
+    with open(a.tsv) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        rows = [dict(zip(header, line.rstrip("\n").split("\t"))) for line in f]
+    by_suite = {}
+    dest = os.path.join(repo, "sources/debian")
+    for row in rows:
+        if a.packages and row["package"] not in a.packages:
+            continue
+        c = choice(row)
+        if c is None:
+            print(f"# {row['package']}: no Debian source here ({row['note']})")
+            continue
+        suite, pkg, version, orig = c
+        upstream = version.split(":")[-1].rsplit("-", 1)[0]
+        have = os.listdir(dest) if os.path.isdir(dest) else []
+        if any(f.startswith(f"{pkg}_{upstream}.orig.tar.") for f in have):
+            continue
+        # The index's suite family: bookworm-backports and -updates are bookworm's mirror
+        # entries, trixie-security trixie's.
+        family = "bookworm" if suite.startswith("bookworm") else suite.split("-")[0]
+        by_suite.setdefault(family, []).append(f"{pkg}={version}")
+    status = 0
+    for suite, specs in sorted(by_suite.items()):
+        cmd = ["sh", os.path.join(here, "debian-sources.sh"), "--orig-only"]
+        if suite != "bookworm":
+            cmd += ["--suite", suite]
+        cmd += specs
+        print(" ".join(cmd), flush=True)
+        if not a.dry_run:
+            status |= subprocess.call(cmd)
+    sys.exit(status)
+
+main()
