@@ -8,6 +8,7 @@
 #   default: ch5 = binutils-pass1 gcc-pass1 linux-headers glibc libstdcxx
 #   ch6 = the chapter-6 tools (make only with the trixie overlay book.toml: docs/lfs.md)
 #   ch7 = the chroot stage and its tools (book.toml only; sources: docs/lfs.md)
+#   base = all of recipes/base.toml: chapters 5-10 (book.toml; scripts/lfs-fetch.py first)
 #
 # Fetch the sources first (needs root for apt):
 #   scripts/debian-sources.sh binutils gcc-12 gmp mpfr4 mpclib3 glibc linux=6.1.176-1
@@ -34,13 +35,18 @@ ch7="lfs-chroot-tools gettext bison perl python texinfo util-linux lfs-chroot"
 
 "$forge" source add "$repo/sources/debian" | tail -n 1
 packages=
+file=$repo/recipes/toolchain.toml
 for arg in "$@"; do
-    case $arg in ch5) list=$ch5 ;; ch6) list=$ch6 ;; ch7) list=$ch7 ;; *) list=$arg ;; esac
+    case $arg in
+        base) file=$repo/recipes/base.toml; list= ;;
+        ch5) list=$ch5 ;; ch6) list=$ch6 ;; ch7) list=$ch7 ;; *) list=$arg ;;
+    esac
     for pkg in $list; do packages="$packages -p $pkg"; done
 done
+# base: the whole of recipes/base.toml (chapters 5-10), whatever else was named.
+[ "$file" = "$repo/recipes/toolchain.toml" ] || packages=
 start=$(date +%s)
 # shellcheck disable=SC2086 # one -p per word
-"$forge" build "$repo/recipes/toolchain.toml" --overlay "$overlay" -j 1 --keep-going --keep-failed $packages
+"$forge" build "$file" --overlay "$overlay" -j 1 --keep-going --keep-failed $packages
 echo "wall time: $(( $(date +%s) - start )) s" >&2
-"$forge" show "$repo/recipes/toolchain.toml" --overlay "$overlay" 2>/dev/null \
-    | grep -E "^(lfs-host|lfs-layout|lfs-sysroot|$(echo "$ch5 $ch6 $ch7" | tr ' ' '|')) "
+"$forge" show "$file" --overlay "$overlay" 2>/dev/null | grep -v " to build$"
