@@ -72,12 +72,12 @@ def main():
         version = re.sub(r"(\+dfsg.*|\.dfsg\+really)", "", upstream).replace("+", "-")
         if "really" in upstream:
             version = upstream.split("really")[-1]
-        unpack = re.search(r'lfs_unpack "([^"$]*)\$FORGE_VERSION\.tar\.\*"', text)
+        unpack = re.search(r'lfs_unpack "([^"$]*)\$FORGE_VERSION([^"$]*)\.tar\.\*"', text)
         if not unpack:
             print(f"# {name}: its script does not unpack by $FORGE_VERSION: edit it first\n")
             continue
         ext = orig.split(".orig.")[1]
-        filename = f"{unpack.group(1)}{version}.{ext}"
+        filename = f"{unpack.group(1)}{version}{unpack.group(2)}.{ext}"
         same = version == book_version
         lines = ["[[override]]", f'package = "{name}"']
         if not same:

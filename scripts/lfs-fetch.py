@@ -59,12 +59,19 @@ def main():
         # entries, trixie-security trixie's.
         family = "bookworm" if suite.startswith("bookworm") else suite.split("-")[0]
         by_suite.setdefault(family, []).append(f"{pkg}={version}")
-    status = 0
+    commands = []
     for suite, specs in sorted(by_suite.items()):
         cmd = ["sh", os.path.join(here, "debian-sources.sh"), "--orig-only"]
         if suite != "bookworm":
             cmd += ["--suite", suite]
-        cmd += specs
+        commands.append(cmd + specs)
+    # Replacements for rows with no Debian source (docs/lfs.md): GNU bc for bc, netbase for
+    # iana-etc (a native package: its one tarball, with its .dsc).
+    for pkg, version, file, orig_only in (("bc", "1.07.1-4", "bc_1.07.1.orig.tar.gz", True), ("netbase", "6.5", "netbase_6.5.tar.xz", False)):
+        if (not a.packages or pkg in a.packages) and not os.path.exists(os.path.join(dest, file)):
+            commands.append(["sh", os.path.join(here, "debian-sources.sh"), "--suite", "trixie"] + (["--orig-only"] if orig_only else []) + [f"{pkg}={version}"])
+    status = 0
+    for cmd in commands:
         print(" ".join(cmd), flush=True)
         if not a.dry_run:
             status |= subprocess.call(cmd)
