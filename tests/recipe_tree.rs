@@ -666,7 +666,7 @@ fn check_debian_overlay(overlay_file: &Path) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_forge"))
         .args(["show", "--json"])
-        .arg(recipes_dir().join("toolchain.toml"))
+        .arg(recipes_dir().join("base.toml"))
         .arg("--overlay")
         .arg(overlay_file)
         .env("FORGE_STORE", scratch.path().join("store"))
@@ -689,8 +689,8 @@ fn check_debian_overlay(overlay_file: &Path) {
 }
 
 #[test]
-fn cross_stage_scripts_name_their_tarball_by_forge_version_so_overlays_can_swap_it() {
-    for dir in ["ch5", "ch6"] {
+fn lfs_scripts_name_their_tarball_by_forge_version_so_overlays_can_swap_it() {
+    for dir in ["ch5", "ch6", "ch7", "ch8"] {
         for path in toml_files_under(&recipes_dir().join("packages").join(dir)) {
             let recipe = Recipe::read(&path);
             let script = recipe.table["build"]["script"].as_str().expect("a build script");
@@ -699,4 +699,17 @@ fn cross_stage_scripts_name_their_tarball_by_forge_version_so_overlays_can_swap_
             }
         }
     }
+}
+
+#[test]
+fn lfs_recipes_carry_the_books_sbu_figures() {
+    // scripts/lfs-sbu.py --check: exit 1 and the recipe's name if one differs from the book's table.
+    let dirs: Vec<PathBuf> = ["ch5", "ch6", "ch7", "ch8", "ch10"].iter().map(|d| recipes_dir().join("packages").join(d)).collect();
+    let out = std::process::Command::new("python3")
+        .arg(recipes_dir().join("../scripts/lfs-sbu.py"))
+        .arg("--check")
+        .args(&dirs)
+        .output()
+        .expect("python3 runs scripts/lfs-sbu.py");
+    assert!(out.status.success(), "recipes whose sbu is not the book's (run scripts/lfs-sbu.py):\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

@@ -37,6 +37,9 @@ pub struct Override {
     pub patches: Vec<Source>,
     /// Merged into the recipe's `[env]`, overriding keys it already has.
     pub env: BTreeMap<String, String>,
+    /// `omit = true`: the package does not exist here (no source for it anywhere reachable):
+    /// it is removed, and so is every dependency on it.
+    pub omit: bool,
 }
 
 /// Problems specific to overlays (the rest are ordinary [`ProblemKind`]s).
@@ -44,6 +47,8 @@ pub struct Override {
 pub enum OverlayProblem {
     #[error("override of package {package:?}, which none of the loaded recipes defines")]
     UnknownPackage { package: String },
+    #[error("`omit = true` removes package {package:?}: it cannot also set version, sources, patches or env")]
+    OmitWithChanges { package: String },
 }
 
 #[derive(Deserialize)]
@@ -63,6 +68,8 @@ struct RawOverride {
     patches: Vec<Spanned<RawSource>>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    omit: bool,
 }
 
 /// Read and validate overlay files; every problem of every file is reported.
@@ -113,6 +120,11 @@ pub(crate) fn parse_overlay(file: &Path, text: &str) -> Result<Overlay, RecipeEr
         if let Some(version) = raw.version.as_ref().filter(|v| v.get_ref().trim().is_empty()) {
             problems.push(Problem::at(at(version.span().start), ProblemKind::EmptyVersion));
         }
+        let changes = raw.version.is_some() || raw.sources.is_some() || !raw.patches.is_empty() || !raw.env.is_empty();
+        if raw.omit && changes {
+            let kind = OverlayProblem::OmitWithChanges { package: raw.package.get_ref().clone() };
+            problems.push(Problem::at(package_at.clone(), ProblemKind::Overlay(kind)));
+        }
         let mut replaced = raw.sources.map(|sources| validate_fragment(file, text, sources, BTreeMap::new()));
         let mut patches = validate_fragment(file, text, raw.patches, raw.env);
         for fragment in replaced.iter_mut().chain([&mut patches]) {
@@ -125,6 +137,7 @@ pub(crate) fn parse_overlay(file: &Path, text: &str) -> Result<Overlay, RecipeEr
             sources: replaced.map(|f| f.sources),
             patches: patches.sources,
             env: patches.env,
+            omit: raw.omit,
         });
     }
     if problems.is_empty() {
@@ -141,8 +154,9 @@ pub fn apply_overlays(loaded: &mut Loaded, overlays: &[Overlay]) -> Result<(), R
     let mut problems = Vec::new();
     for overlay in overlays {
         for over in &overlay.overrides {
-            match loaded.recipes.iter_mut().find(|r| r.name == over.package) {
-                Some(recipe) => apply_one(recipe, over, &mut problems),
+            match loaded.recipes.iter_mut().position(|r| r.name == over.package) {
+                Some(index) if over.omit => omit(loaded, index),
+                Some(index) => apply_one(&mut loaded.recipes[index], over, &mut problems),
                 None => {
                     let kind = OverlayProblem::UnknownPackage { package: over.package.clone() };
                     problems.push(Problem::at(over.at.clone(), ProblemKind::Overlay(kind)));
@@ -154,6 +168,18 @@ pub fn apply_overlays(loaded: &mut Loaded, overlays: &[Overlay]) -> Result<(), R
         Ok(())
     } else {
         Err(RecipeError { problems })
+    }
+}
+
+/// Remove recipe `index` and every dependency on it (recipes and targets alike).
+fn omit(loaded: &mut Loaded, index: usize) {
+    let name = loaded.recipes.remove(index).name;
+    for recipe in &mut loaded.recipes {
+        recipe.build_deps.retain(|d| d.name != name);
+        recipe.runtime_deps.retain(|d| d.name != name);
+    }
+    for target in &mut loaded.targets {
+        target.packages.retain(|p| *p != name);
     }
 }
 
@@ -294,5 +320,29 @@ mod tests {
         let mut loaded = Loaded { recipes: vec![recipe("x")], ..Default::default() };
         let err = apply_overlays(&mut loaded, &[over]).unwrap_err();
         assert!(err.to_string().contains("two sources named \"x-1.0.tar.gz\""), "{err}");
+    }
+
+    #[test]
+    fn omit_removes_the_package_and_every_dependency_on_it() {
+        let dep = |name: &str| crate::recipe::DepRef {
+            name: name.into(),
+            at: Location { file: "/r/x.toml".into(), line: 2, column: 1 },
+            staged_at: "/".into(),
+        };
+        let mut y = recipe("y");
+        y.build_deps = vec![dep("x"), dep("z")];
+        y.runtime_deps = vec![dep("x")];
+        let target = crate::recipe::Target { file: "/r/s.toml".into(), name: "s".into(), is_set: true, packages: vec!["x".into(), "y".into()] };
+        let mut loaded = Loaded { recipes: vec![recipe("x"), y, recipe("z")], targets: vec![target] };
+        apply_overlays(&mut loaded, &[overlay("[[override]]\npackage = \"x\"\nomit = true\n").unwrap()]).unwrap();
+        let names: Vec<&str> = loaded.recipes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["y", "z"]);
+        let y = &loaded.recipes[0];
+        assert_eq!(y.build_deps.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["z"]);
+        assert!(y.runtime_deps.is_empty());
+        assert_eq!(loaded.targets[0].packages, ["y"]);
+        // Omitting and changing at once is a contradiction.
+        let err = overlay("[[override]]\npackage = \"x\"\nomit = true\nversion = \"2\"\n").unwrap_err();
+        assert!(err.to_string().contains("cannot also set"), "{err}");
     }
 }
