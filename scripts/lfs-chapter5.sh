@@ -34,17 +34,20 @@ ch6="m4 ncurses bash coreutils diffutils file findutils gawk grep gzip make patc
 ch7="lfs-chroot-tools gettext bison perl python texinfo util-linux lfs-chroot"
 
 "$forge" source add "$repo/sources/debian" | tail -n 1
+# base.toml includes toolchain.toml; book.toml overrides chapter-8 packages too, so it
+# applies to base.toml only.
+file=$repo/recipes/base.toml
 packages=
-file=$repo/recipes/toolchain.toml
+all=
 for arg in "$@"; do
     case $arg in
-        base) file=$repo/recipes/base.toml; list= ;;
+        base) all=1; list= ;;
         ch5) list=$ch5 ;; ch6) list=$ch6 ;; ch7) list=$ch7 ;; *) list=$arg ;;
     esac
     for pkg in $list; do packages="$packages -p $pkg"; done
 done
 # base: the whole of recipes/base.toml (chapters 5-10), whatever else was named.
-[ "$file" = "$repo/recipes/toolchain.toml" ] || packages=
+[ -z "$all" ] || packages=
 start=$(date +%s)
 # shellcheck disable=SC2086 # one -p per word
 "$forge" build "$file" --overlay "$overlay" -j 1 --keep-going --keep-failed $packages
