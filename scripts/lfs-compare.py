@@ -3,10 +3,10 @@
 
     scripts/lfs-compare.py /var/tmp/lfs-a /var/tmp/lfs-c [PKG...]
 
-Runs `forge show --json` on recipes/toolchain.toml with the Debian overlay against each
-store and prints a Markdown table: package, version, drv hash, out hash in each store, and
+Runs `forge show --json` on recipes/base.toml with the overlay recipes/lfs-debian/book.toml
+(FILE and OVERLAY override them) against each store and prints a Markdown table: package, version, drv hash, out hash in each store, and
 whether they match. Packages realised in neither store are left out. FORGE names the binary
-(default target/release/forge). Exits 1 if any package realised in both stores differs.
+(default target/debug/forge). Exits 1 if any package realised in both stores differs.
 """
 import json
 import os
@@ -17,8 +17,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def show(forge, store):
-    cmd = [forge, "show", "--json", os.path.join(REPO, "recipes/toolchain.toml"),
-           "--overlay", os.path.join(REPO, "recipes/lfs-debian/overlay.toml"), "--store", store]
+    file = os.environ.get("FILE", os.path.join(REPO, "recipes/base.toml"))
+    overlay = os.environ.get("OVERLAY", os.path.join(REPO, "recipes/lfs-debian/book.toml"))
+    cmd = [forge, "show", "--json", file, "--overlay", overlay, "--store", store]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     nodes = [json.loads(line) for line in out.splitlines()]
     return {n["name"]: n for n in nodes if n.get("event") == "node"}
@@ -27,7 +28,7 @@ def show(forge, store):
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    forge = os.environ.get("FORGE", os.path.join(REPO, "target/release/forge"))
+    forge = os.environ.get("FORGE", os.path.join(REPO, "target/debug/forge"))
     a_store, b_store, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
     a, b = show(forge, a_store), show(forge, b_store)
     print(f"| package | version | drv hash | out hash ({a_store}) | out hash ({b_store}) | same |")
