@@ -173,8 +173,10 @@ fn a_killed_build_is_marked_interrupted_and_its_scratch_removed() {
     assert!(text.contains("interrupted") && !text.contains("running"), "{text}");
     let left: Vec<String> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(left, ["legacy-1-0"], "scratch directories of the dead process are still there");
-    let status = env.forge(&["status", "--json"]);
-    assert!(stdout(&status).contains("INTERRUPTED"), "{}", stdout(&status));
+    let status = json_lines(&env.forge(&["status", "--json"]).stdout).remove(0);
+    assert_eq!(status["status"], "INTERRUPTED");
+    // The interrupted package is no success (it was reported as 100% successful).
+    assert!(status["error_rate"].as_f64().unwrap() > 0.0, "{status}");
     // Nothing of the killed build is half-registered: verify is clean and the build resumes.
     assert_exit(&env.forge(&["verify"]), 0);
 }

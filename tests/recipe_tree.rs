@@ -713,3 +713,30 @@ fn lfs_recipes_carry_the_books_sbu_figures() {
         .expect("python3 runs scripts/lfs-sbu.py");
     assert!(out.status.success(), "recipes whose sbu is not the book's (run scripts/lfs-sbu.py):\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_test_switch_names_exactly_the_recipes_with_a_test_step() {
+    // recipes/lfs-debian/tests.toml turns on every recipe's `LFS_TESTS` step, and only those.
+    let overlay = load(&recipes_dir().join("lfs-debian/tests.toml"));
+    let switched: std::collections::BTreeSet<String> = overlay["override"]
+        .as_array()
+        .expect("[[override]] tables")
+        .iter()
+        .map(|o| {
+            assert_eq!(o["env"]["LFS_TESTS"].as_str(), Some("1"), "{o}");
+            o["package"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut with_tests = std::collections::BTreeSet::new();
+    for path in toml_files_under(&recipes_dir().join("packages")) {
+        let recipe = Recipe::read(&path);
+        let script = recipe.table.get("build").and_then(|b| b.get("script")).and_then(Value::as_str).unwrap_or_default();
+        if script.contains("LFS_TESTS") {
+            let env = recipe.table.get("env").and_then(|e| e.get("LFS_TESTS"));
+            assert!(env.is_none(), "{}: test suites are off unless the switch is given", rel(&path));
+            with_tests.insert(recipe.table["package"]["name"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(switched, with_tests);
+    assert!(with_tests.len() > 50, "{with_tests:?}");
+}

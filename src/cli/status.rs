@@ -154,7 +154,8 @@ fn ago(ms: i64) -> String {
 pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode], sbu_unit: Option<u64>) -> Result<BuildStatus, Failure> {
     let finished = |n: &&RunNode| !matches!(n.result.as_str(), "queued" | "running");
     let done: Vec<&RunNode> = nodes.iter().filter(finished).collect();
-    let failed = done.iter().filter(|n| matches!(n.result.as_str(), "failed" | "skipped")).count();
+    // A node the run's death interrupted did not succeed either.
+    let failed = done.iter().filter(|n| matches!(n.result.as_str(), "failed" | "skipped" | "interrupted")).count();
     let now = now_ms();
     // A run recorded by another host (a shared store) cannot be looked up here: assume alive.
     let alive = if run.host == store.host() { process_state(run.pid) } else { Some(false) };
