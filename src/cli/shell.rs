@@ -11,8 +11,8 @@ use crate::shell::{ShellError, ShellRequest};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
-  forge shell ncurses recipes/toolchain.toml --overlay recipes/lfs-debian/book.toml --failed
-  forge shell hello recipes/demo.toml -- sh -c 'ls $FORGE_SOURCES'
+  forge shell ncurses recipes/base.toml --overlay recipes/lfs-debian/book.toml --failed
+  forge shell wordfreq recipes/demo.toml -- sh -c 'ls $FORGE_SOURCES'
 
 The sandbox is the build's: NAME's inputs as /, its [env], its sources in $FORGE_SOURCES, a
 writable /build (the start directory) and $FORGE_OUT. Nothing is registered in the store.
