@@ -407,9 +407,10 @@ mod tests {
         let tmp = tempfile::TempDir::new().unwrap();
         let path = tmp.path().join("db.sqlite");
         let mut conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 7).unwrap();
+        let newer = MIGRATIONS.len() as i64 + 1;
+        conn.pragma_update(None, "user_version", newer).unwrap();
         let err = migrate(&mut conn, MIGRATIONS, &path).unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 7, known, .. } if known == MIGRATIONS.len()), "{err}");
+        assert!(matches!(err, StoreError::SchemaTooNew { found, known, .. } if found == newer && known == MIGRATIONS.len()), "{err}");
     }
 
     #[test]
