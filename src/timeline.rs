@@ -119,6 +119,7 @@ mod tests {
             error: None,
             expected_ms: None,
             phase: None,
+            sbu_hint: None,
         }
     }
 

@@ -71,6 +71,7 @@ impl<'a> Recorder<'a> {
             error: None,
             expected_ms: self.expected_ms.get(id).copied(),
             phase: Some(recipe.phase()),
+            sbu_hint: recipe.requirements.sbu,
         }
     }
 

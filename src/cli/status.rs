@@ -174,15 +174,17 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode], sbu_unit: Optio
     let running: Vec<&RunNode> = nodes.iter().filter(|n| n.result == "running").collect();
     let built: Vec<i64> = nodes.iter().filter(|n| n.result == "built").filter_map(RunNode::duration_ms).collect();
     let average = (!built.is_empty()).then(|| built.iter().sum::<i64>() as f64 / built.len() as f64 / 1000.0);
-    // Remaining work: queued packages' expected times, plus what running ones have left. A
-    // run recorded before expected times were (schema 6) falls back to the recorded medians.
+    // Remaining work: queued packages' expected times, plus what running ones have left.
     let recorded = store.median_build_times()?;
     let fallback = average.map(|a| (a * 1000.0) as u64).unwrap_or(0);
     let left = |n: &RunNode| -> (u64, u64) {
         if !matches!(n.result.as_str(), "queued" | "running") {
             return (0, 0);
         }
-        let expected = n.expected_ms.or_else(|| recorded.get(&n.name).copied()).unwrap_or(fallback);
+        // What is known now beats what was known when the run planned: a recorded time, else
+        // the recipe's SBU hint at the SBU learnt meanwhile (a new store's first run).
+        let hinted = n.sbu_hint.zip(sbu_unit).map(|(sbu, unit)| (sbu * unit as f64) as u64);
+        let expected = recorded.get(&n.name).copied().or(hinted).or(n.expected_ms).unwrap_or(fallback);
         (expected, n.started_ms.map(|s| (now - s).max(0) as u64).unwrap_or(0))
     };
     let remaining = super::progress::remaining_ms(nodes.iter().map(left), run.jobs);

@@ -126,6 +126,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // hint times this machine's SBU) and its phase (the directory of its recipe, e.g. `ch6`).
     "ALTER TABLE run_nodes ADD COLUMN expected_ms INTEGER;
     ALTER TABLE run_nodes ADD COLUMN phase TEXT;",
+    // 7: each node's recipe SBU hint, so that `forge status` can expect it to take hint x
+    // SBU as soon as the run has learnt the SBU (a new store learns it from its first package).
+    "ALTER TABLE run_nodes ADD COLUMN sbu REAL;",
 ];
 
 /// Concurrent forge processes wait this long for each other's write transactions.

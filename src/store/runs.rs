@@ -51,6 +51,8 @@ pub struct RunNode {
     pub expected_ms: Option<u64>,
     /// The directory its recipe is in (`ch6`, `stages`, ...): the chapter of a long run.
     pub phase: Option<String>,
+    /// Its recipe's `[requirements] sbu` hint.
+    pub sbu_hint: Option<f64>,
 }
 
 impl RunNode {
@@ -63,9 +65,9 @@ impl RunNode {
 const RUN_COLUMNS: &str = "id, started_ms, finished_ms, targets, total, jobs, pid, host, status";
 /// Of `run_nodes n`.
 const NODE_COLUMNS: &str =
-    "n.name, n.drv_hash, n.result, n.started_ms, n.finished_ms, n.worker, n.peak_memory, n.out_hash, n.out_size, n.error, n.expected_ms, n.phase";
+    "n.name, n.drv_hash, n.result, n.started_ms, n.finished_ms, n.worker, n.peak_memory, n.out_hash, n.out_size, n.error, n.expected_ms, n.phase, n.sbu";
 /// How many columns NODE_COLUMNS has (a query may add a run's id and start after them).
-const NODE_COLUMN_COUNT: usize = 12;
+const NODE_COLUMN_COUNT: usize = 13;
 
 fn run_row(r: &Row) -> rusqlite::Result<Run> {
     Ok(Run {
@@ -105,6 +107,7 @@ fn node_row(r: &Row) -> rusqlite::Result<RawNode> {
             error: r.get(9)?,
             expected_ms: unsigned(r.get(10)?),
             phase: r.get(11)?,
+            sbu_hint: r.get(12)?,
         },
         drv_hex: r.get(1)?,
         out_hex: r.get(7)?,
@@ -142,10 +145,10 @@ impl Store {
         }
         self.db.write("record a run's nodes", |tx| {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO run_nodes (run_id, name, drv_hash, result, started_ms, finished_ms, worker, peak_memory, out_hash, out_size, error, expected_ms, phase)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT size FROM objects WHERE out_hash = ?9), ?10, ?11, ?12)
+                "INSERT INTO run_nodes (run_id, name, drv_hash, result, started_ms, finished_ms, worker, peak_memory, out_hash, out_size, error, expected_ms, phase, sbu)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT size FROM objects WHERE out_hash = ?9), ?10, ?11, ?12, ?13)
                  ON CONFLICT (run_id, name) DO UPDATE SET result = excluded.result,
-                   expected_ms = COALESCE(excluded.expected_ms, run_nodes.expected_ms), phase = COALESCE(excluded.phase, run_nodes.phase),
+                   expected_ms = COALESCE(excluded.expected_ms, run_nodes.expected_ms), phase = COALESCE(excluded.phase, run_nodes.phase), sbu = COALESCE(excluded.sbu, run_nodes.sbu),
                    started_ms = COALESCE(run_nodes.started_ms, excluded.started_ms), finished_ms = excluded.finished_ms,
                    worker = COALESCE(excluded.worker, run_nodes.worker), peak_memory = excluded.peak_memory,
                    out_hash = excluded.out_hash, out_size = excluded.out_size, error = excluded.error",
@@ -163,7 +166,8 @@ impl Store {
                     node.out_hash.map(|o| o.to_hex()),
                     node.error,
                     node.expected_ms.map(|e| e as i64),
-                    node.phase
+                    node.phase,
+                    node.sbu_hint
                 ])?;
             }
             Ok(())
