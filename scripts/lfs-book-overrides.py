@@ -2,7 +2,7 @@
 """Print the [[override]] entries chapter 8 needs in recipes/lfs-debian/book.toml.
 
 For each chapter-8 recipe, its package's row in the survey
-(../shared/data/lfs-12.3-debian-sources.tsv, matched through the book's table by the
+(data/lfs-12.3-debian-sources.tsv, matched through the book's table by the
 recipe's tarball name) says what Debian has here. A byte-identical tarball needs no entry
 (`forge source add sources/debian` satisfies the recipe's md5). Otherwise the entry names
 Debian's tarball (pinned by the sha256 of the file in sources/debian/, which
@@ -16,7 +16,7 @@ import glob, hashlib, os, re, sys, tomllib
 
 here = os.path.dirname(os.path.abspath(__file__))
 repo = os.path.dirname(here)
-data = os.path.join(repo, "../shared/data")
+data = os.path.join(repo, "data")
 overlay_dir = os.path.join(repo, "recipes/lfs-debian")
 debian = os.path.join(repo, "sources/debian")
 

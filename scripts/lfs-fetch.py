@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fetch every Debian orig tarball the LFS build at the book's versions uses (docs/lfs.md).
 
-Reads the survey ../shared/data/lfs-12.3-debian-sources.tsv: for each package the Debian
+Reads the survey data/lfs-12.3-debian-sources.tsv: for each package the Debian
 source package and version to take (the row's own, or the "usable here" fallback where the
 mirror does not serve it), and the suite that has it. Calls scripts/debian-sources.sh
 --orig-only once per suite, which verifies each file against the signed Sources index.
@@ -33,7 +33,7 @@ def choice(row):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tsv", default=os.path.join(repo, "../shared/data/lfs-12.3-debian-sources.tsv"))
+    ap.add_argument("--tsv", default=os.path.join(repo, "data/lfs-12.3-debian-sources.tsv"))
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("packages", nargs="*")
     a = ap.parse_args()

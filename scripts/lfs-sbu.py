@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the LFS book's SBU figure of each package into its recipe's `[requirements] sbu`.
 
-The figures come from the book (../shared/data/lfs-12.3-packages.tsv, column `sbu`, e.g.
+The figures come from the book (data/lfs-12.3-packages.tsv, column `sbu`, e.g.
 "tmp-sbu=0.2 SBU;fin-sbu=1.4 SBU"). A recipe is matched to its row by its first source's
 file name (the book's URL); which of the row's figures applies follows the chapter the recipe
 lives in (ch5 pass 1, ch6 pass 2 and ch6/ch7 temporary tools, ch8 final, ch10 kernel).
@@ -37,7 +37,7 @@ def key_for(chapter, name):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tsv", default=os.path.join(here, "../../shared/data/lfs-12.3-packages.tsv"))
+    ap.add_argument("--tsv", default=os.path.join(here, "../data/lfs-12.3-packages.tsv"))
     ap.add_argument("--check", action="store_true", help="only report recipes whose figure differs")
     ap.add_argument("dirs", nargs="+")
     a = ap.parse_args()
