@@ -241,7 +241,11 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
         }
         Some(_) => {
             if let Some(kept) = resume {
-                adopt(kept, &dirs, &ids)?;
+                if let Err(e) = adopt(kept, &dirs, &ids) {
+                    // Whatever was moved in already goes back: the kept build is the user's.
+                    let _ = give_back(kept, &dirs);
+                    return Err(e);
+                }
             }
             // No activity to watch: silence is no limit here.
             let watch = Watch::new(&spec.limits, &enforcer, vec![dirs.build.clone(), dirs.out.clone()], None);
@@ -249,11 +253,14 @@ pub fn run(spec: &SandboxSpec) -> Result<SandboxOutcome, SandboxError> {
             invoke_helper(&spec.helper_exe, &dirs.spec_file, &helper_spec, None, Some(watch), &enforcer)
         }
     };
-    ids.take_back(&dirs.out)?;
+    let taken = ids.take_back(&dirs.out);
     if let Some(kept) = resume {
-        ids.take_back(&dirs.build)?;
+        // The kept build goes back whatever else failed: the scratch dir is removed after.
+        let taken_build = ids.take_back(&dirs.build);
         give_back(kept, &dirs)?;
+        taken_build?;
     }
+    taken?;
     let ended = helper_result?;
     let exit = match (ended.report, ended.breach) {
         (HelperReport::Failed(failure), None) => return Err(failure_to_error(failure)),
@@ -433,12 +440,20 @@ fn adopt(kept: &Kept, dirs: &ScratchDirs, ids: &BuildIds) -> Result<(), SandboxE
     Ok(())
 }
 
-/// Put a kept build's directories back where `forge build --keep-failed` left them.
+/// Put a kept build's directories back where `forge build --keep-failed` left them: each
+/// that is in the sandbox's place and not back yet (after a partial [`adopt`] too). Both are
+/// tried; the first error is returned.
 fn give_back(kept: &Kept, dirs: &ScratchDirs) -> Result<(), SandboxError> {
+    let mut first_error = None;
     for (from, to) in [(&dirs.build, &kept.build), (&dirs.out, &kept.out)] {
-        fs::rename(from, to).map_err(SandboxError::io("move back the kept build directory", to))?;
+        if from.symlink_metadata().is_err() || to.symlink_metadata().is_ok() {
+            continue;
+        }
+        if let Err(e) = fs::rename(from, to) {
+            first_error.get_or_insert(SandboxError::io("move back the kept build directory", to)(e));
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The directories and files `run` creates inside the scratch dir.
