@@ -187,9 +187,9 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode], sbu_unit: Optio
         let expected = recorded.get(&n.name).copied().or(hinted).or(n.expected_ms).unwrap_or(fallback);
         (expected, n.started_ms.map(|s| (now - s).max(0) as u64).unwrap_or(0))
     };
-    let remaining = super::progress::remaining_ms(nodes.iter().map(left), run.jobs);
-    let estimate = (run.status == "running").then(|| now + remaining as i64);
+    // The work of one job, spread over the run's jobs (what remaining_ms(work, jobs) is).
     let remaining_one_job = super::progress::remaining_ms(nodes.iter().map(left), 1);
+    let estimate = (run.status == "running").then(|| now + (remaining_one_job / run.jobs.max(1)) as i64);
     let phases = phases_of(nodes, &left);
     let current_phase = running.first().copied().or_else(|| nodes.iter().find(|n| n.result == "queued")).and_then(|n| n.phase.clone());
     let completed = done.len() as u64;
@@ -220,13 +220,12 @@ pub fn build_status(store: &Store, run: &Run, nodes: &[RunNode], sbu_unit: Optio
 /// The run's nodes grouped by phase, phases in the order their first node started (those
 /// with no started node last, by name). `left`: a node's (expected, elapsed) milliseconds.
 fn phases_of(nodes: &[RunNode], left: &dyn Fn(&RunNode) -> (u64, u64)) -> Vec<PhaseStatus> {
-    let mut order: Vec<(Option<i64>, String)> = Vec::new();
-    let mut by_name: std::collections::HashMap<String, PhaseStatus> = Default::default();
+    // Each phase with the start of its first node.
+    let mut by_name: std::collections::HashMap<String, (Option<i64>, PhaseStatus)> = Default::default();
     for n in nodes {
         let name = n.phase.clone().unwrap_or_default();
-        let p = by_name.entry(name.clone()).or_insert_with(|| {
-            order.push((None, name.clone()));
-            PhaseStatus { name: name.clone(), to_build: 0, finished: 0, failed: 0, in_store: 0, remaining_seconds: 0.0 }
+        let (first_start, p) = by_name.entry(name.clone()).or_insert_with(|| {
+            (None, PhaseStatus { name, to_build: 0, finished: 0, failed: 0, in_store: 0, remaining_seconds: 0.0 })
         });
         match n.result.as_str() {
             "queued" | "running" => p.to_build += 1,
@@ -236,12 +235,12 @@ fn phases_of(nodes: &[RunNode], left: &dyn Fn(&RunNode) -> (u64, u64)) -> Vec<Ph
         }
         p.remaining_seconds += super::progress::remaining_ms([left(n)], 1) as f64 / 1000.0;
         if let Some(started) = n.started_ms {
-            let slot = order.iter_mut().find(|(_, o)| *o == name).expect("entered above");
-            slot.0 = Some(slot.0.map_or(started, |s| s.min(started)));
+            *first_start = Some(first_start.map_or(started, |s| s.min(started)));
         }
     }
-    order.sort_by(|a, b| (a.0.is_none(), a.0, &a.1).cmp(&(b.0.is_none(), b.0, &b.1)));
-    order.into_iter().filter_map(|(_, name)| by_name.remove(&name)).collect()
+    let mut phases: Vec<(Option<i64>, PhaseStatus)> = by_name.into_values().collect();
+    phases.sort_by(|(a, p), (b, q)| (a.is_none(), a, &p.name).cmp(&(b.is_none(), b, &q.name)));
+    phases.into_iter().map(|(_, p)| p).collect()
 }
 
 /// `Some(stopped)` for a live process, `None` for one that is gone.
