@@ -14,9 +14,10 @@ usage: scripts/lfs-book-overrides.py [RECIPE...]   (default: recipes/packages/ch
 """
 import glob, hashlib, os, re, sys, tomllib
 
+from lfs_survey import DATA, debian_source, table, upstream_version
+
 here = os.path.dirname(os.path.abspath(__file__))
 repo = os.path.dirname(here)
-data = os.path.join(repo, "data")
 overlay_dir = os.path.join(repo, "recipes/lfs-debian")
 debian = os.path.join(repo, "sources/debian")
 
@@ -30,11 +31,6 @@ FIXES = {
     "bison": ('patches = [{ file = "patches/trixie/overlay-bison-no-doc.patch" }]',),
 }
 
-def table(name):
-    with open(os.path.join(data, name)) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        return [dict(zip(header, l.rstrip("\n").split("\t"))) for l in f]
-
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -43,8 +39,8 @@ def sha256(path):
     return h.hexdigest()
 
 def main():
-    book = {os.path.basename(r["url"]): r["package"] for r in table("lfs-12.3-packages.tsv")}
-    survey = {r["package"]: r for r in table("lfs-12.3-debian-sources.tsv")}
+    book = {os.path.basename(r["url"]): r["package"] for r in table(os.path.join(DATA, "lfs-12.3-packages.tsv"))}
+    survey = {r["package"]: r for r in table(os.path.join(DATA, "lfs-12.3-debian-sources.tsv"))}
     files = sys.argv[1:] or sorted(glob.glob(os.path.join(repo, "recipes/packages/ch8/*.toml")))
     have = os.listdir(debian)
     for path in files:
@@ -56,14 +52,16 @@ def main():
         # Python modules' URLs differ from the book's table: their recipe names are the rows'.
         package = book.get(os.path.basename(url)) or (name if name in survey else None)
         row = survey.get(package or "")
-        fallback = row and re.search(r"usable here: (\S+) (\S+) \((\S+)\)", row["here_if_different"])
-        if not row or (row["byte_identical"] == "yes" and not fallback):
+        if not row:
             continue
-        src, deb_version = (fallback.group(1), fallback.group(2)) if fallback else (row["debian_src"], row["debian_version"])
-        if src in ("", "-") or "usable here: nothing" in row["here_if_different"]:
+        source = debian_source(row)
+        if source is None:
             print(f"# {name}: no usable Debian source ({row['note']})\n")
             continue
-        upstream = deb_version.split(":")[-1].rsplit("-", 1)[0]
+        _, src, deb_version, fallback = source
+        if row["byte_identical"] == "yes" and not fallback:
+            continue
+        upstream = upstream_version(deb_version)
         orig = next((f for f in have if f.startswith(f"{src}_{upstream}.orig.tar.")), None)
         if orig is None:
             print(f"# {name}: {src}_{upstream}.orig.tar.* is not in sources/debian: run scripts/lfs-fetch.py\n")

@@ -10,48 +10,31 @@ listed, not fetched: docs/lfs.md says what replaces each.
 
 usage: scripts/lfs-fetch.py [--tsv FILE] [--dry-run] [PACKAGE...]
 """
-import argparse, os, re, subprocess, sys
+import argparse, os, subprocess, sys
+
+from lfs_survey import DATA, debian_source, table, upstream_version
 
 here = os.path.dirname(os.path.abspath(__file__))
 repo = os.path.dirname(here)
 
-def choice(row):
-    """(suite, source package, version, orig file) to fetch, or None."""
-    if "usable here: nothing" in row["here_if_different"]:
-        return None
-    fallback = re.search(r"usable here: (\S+) (\S+) \((\S+)\)", row["here_if_different"])
-    if fallback:
-        pkg, version, suite = fallback.groups()
-        return suite, pkg, version, None
-    if row["debian_src"] in ("", "-"):
-        return None
-    suites = row["suite"].split(",")
-    suite = next((s for s in ("trixie", "trixie-security") if s in suites), None)
-    if suite is None:
-        suite = next((s for s in suites if s.startswith("bookworm")), suites[0])
-    return suite, row["debian_src"], row["debian_version"], row["orig_file"]
-
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tsv", default=os.path.join(repo, "data/lfs-12.3-debian-sources.tsv"))
+    ap.add_argument("--tsv", default=os.path.join(DATA, "lfs-12.3-debian-sources.tsv"))
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("packages", nargs="*")
     a = ap.parse_args()
-    rows = []
-    with open(a.tsv) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        rows = [dict(zip(header, line.rstrip("\n").split("\t"))) for line in f]
+    rows = table(a.tsv)
     by_suite = {}
     dest = os.path.join(repo, "sources/debian")
     for row in rows:
         if a.packages and row["package"] not in a.packages:
             continue
-        c = choice(row)
+        c = debian_source(row)
         if c is None:
             print(f"# {row['package']}: no Debian source here ({row['note']})")
             continue
-        suite, pkg, version, orig = c
-        upstream = version.split(":")[-1].rsplit("-", 1)[0]
+        suite, pkg, version, _ = c
+        upstream = upstream_version(version)
         have = os.listdir(dest) if os.path.isdir(dest) else []
         if any(f.startswith(f"{pkg}_{upstream}.orig.tar.") for f in have):
             continue

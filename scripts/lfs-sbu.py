@@ -13,6 +13,8 @@ usage: scripts/lfs-sbu.py [--tsv FILE] [--check] RECIPE_DIR...
 """
 import argparse, os, re, sys
 
+from lfs_survey import DATA, table
+
 def figure(text):
     text = text.strip()
     m = re.search(r"typically about ([0-9.]+)", text)
@@ -35,22 +37,18 @@ def key_for(chapter, name):
     return "fin"
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tsv", default=os.path.join(here, "../data/lfs-12.3-packages.tsv"))
+    ap.add_argument("--tsv", default=os.path.join(DATA, "lfs-12.3-packages.tsv"))
     ap.add_argument("--check", action="store_true", help="only report recipes whose figure differs")
     ap.add_argument("dirs", nargs="+")
     a = ap.parse_args()
     by_file = {}
-    with open(a.tsv) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        for line in f:
-            row = dict(zip(header, line.rstrip("\n").split("\t")))
-            figures = {}
-            for part in filter(None, row.get("sbu", "").split(";")):
-                k, _, v = part.partition("=")
-                figures[k.removesuffix("-sbu")] = figure(v)
-            by_file[os.path.basename(row["url"])] = figures
+    for row in table(a.tsv):
+        figures = {}
+        for part in filter(None, row.get("sbu", "").split(";")):
+            k, _, v = part.partition("=")
+            figures[k.removesuffix("-sbu")] = figure(v)
+        by_file[os.path.basename(row["url"])] = figures
     stale = 0
     for d in a.dirs:
         chapter = os.path.basename(os.path.normpath(d))
